@@ -1,0 +1,151 @@
+//! Reads settings key by key so that one run reports every problem, not just the first.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use figment::value::Value;
+use serde::de::DeserializeOwned;
+
+use super::values::{display_value, parse_size};
+use super::{ConfigError, ConfigErrors, Sources};
+
+/// Extracts typed values, collecting errors instead of stopping at the first one.
+pub(super) struct Reader<'a> {
+    sources: &'a Sources,
+    errors: Vec<ConfigError>,
+    read: BTreeSet<&'static str>,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(sources: &'a Sources) -> Self {
+        Self {
+            sources,
+            errors: sources.problems.clone(),
+            read: BTreeSet::new(),
+        }
+    }
+
+    /// A typed value; strings from the environment are converted leniently (`"8081"` → 8081).
+    pub(super) fn get<T: DeserializeOwned + Default>(&mut self, key: &'static str) -> T {
+        self.read.insert(key);
+        match self.sources.figment.extract_inner_lossy::<T>(key) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = match self.sources.figment.find_value(key) {
+                    Ok(_) => e.kind.to_string(),
+                    Err(_) => "missing".to_string(),
+                };
+                self.invalid(key, &message);
+                T::default()
+            }
+        }
+    }
+
+    /// A string value turned into `T` by `parse`; `expected` describes a valid value.
+    pub(super) fn parsed<T>(
+        &mut self,
+        key: &'static str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let raw: String = self.get(key);
+        let value = parse(&raw);
+        if value.is_none() && self.errors.iter().all(|e| e.key != key) {
+            self.invalid(key, &format!("expected {expected}"));
+        }
+        value
+    }
+
+    /// A duration written as text, e.g. `"250ms"` or `"30s"`.
+    pub(super) fn duration(&mut self, key: &'static str) -> Duration {
+        self.parsed(key, "a duration such as \"250ms\" or \"30s\"", |s| {
+            humantime::parse_duration(s.trim()).ok()
+        })
+        .unwrap_or_default()
+    }
+
+    /// A duration that must be greater than zero.
+    pub(super) fn positive_duration(&mut self, key: &'static str) -> Duration {
+        let d = self.duration(key);
+        if d.is_zero() && self.errors.iter().all(|e| e.key != key) {
+            self.invalid(key, "must be greater than zero");
+        }
+        d
+    }
+
+    /// A size in bytes: an integer, or text such as `"64KiB"`.
+    pub(super) fn size(&mut self, key: &'static str) -> usize {
+        self.read.insert(key);
+        let value = self.sources.figment.find_value(key).ok();
+        let parsed = match &value {
+            Some(Value::Num(_, n)) => n.to_u128().and_then(|n| usize::try_from(n).ok()),
+            Some(Value::String(_, s)) => parse_size(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.invalid(key, "expected a size such as 65536, \"64KiB\" or \"1MiB\"");
+        }
+        parsed.unwrap_or_default()
+    }
+
+    /// Records `message` against `key` unless `ok`.
+    pub(super) fn check(&mut self, key: &'static str, ok: bool, message: &str) {
+        if !ok && self.errors.iter().all(|e| e.key != key) {
+            self.invalid(key, message);
+        }
+    }
+
+    /// Records a problem with the current value of `key`.
+    pub(super) fn invalid(&mut self, key: &str, message: &str) {
+        let value = self
+            .sources
+            .figment
+            .find_value(key)
+            .ok()
+            .map(|v| display_value(key, &v));
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            value,
+            source: self.sources.source_of(key),
+            message: message.to_string(),
+        });
+    }
+
+    /// Fails with every problem found, including keys that no setting reads (typos).
+    pub(super) fn finish(mut self) -> Result<(), ConfigErrors> {
+        let mut leaves = Vec::new();
+        if let Ok(dict) = self.sources.figment.extract::<figment::value::Dict>() {
+            collect_leaves("", &dict, &mut leaves);
+        }
+        for key in leaves {
+            if !self.read.contains(key.as_str()) {
+                self.errors.push(ConfigError {
+                    source: self.sources.source_of(&key),
+                    key,
+                    value: None,
+                    message: "unknown key (misspelled?)".into(),
+                });
+            }
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// Dotted paths of every non-table value.
+pub(super) fn collect_leaves(prefix: &str, dict: &figment::value::Dict, out: &mut Vec<String>) {
+    for (k, v) in dict {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Dict(_, inner) => collect_leaves(&path, inner, out),
+            _ => out.push(path),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Value types with their own syntax: database URLs (with a secret inside) and byte sizes.
+
+use figment::value::Value;
+
+/// A database URL. The password never appears in `Debug` output, logs or `config print`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+/// The storage backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:`
+    Sqlite,
+    /// `postgres:` or `postgresql:`
+    Postgres,
+}
+
+impl DatabaseUrl {
+    /// Accepts `sqlite:` and `postgres:`/`postgresql:` URLs.
+    pub fn parse(s: &str) -> Option<Self> {
+        let url = Self(s.trim().to_string());
+        url.backend().map(|_| url)
+    }
+
+    /// The backend chosen by the URL scheme.
+    pub fn backend(&self) -> Option<Backend> {
+        let scheme = self.0.split(':').next()?.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    /// The URL with its secret in it, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host/...` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(after) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[after..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after + i);
+    let Some(at) = url[after..authority_end].rfind('@').map(|i| after + i) else {
+        return url.to_string();
+    };
+    match url[after..at].find(':').map(|i| after + i) {
+        Some(colon) => format!("{}***{}", &url[..=colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// A value as shown in errors and `config print`: TOML syntax, secrets redacted.
+pub fn display_value(key: &str, value: &Value) -> String {
+    match value {
+        Value::String(_, s) if key == "database.url" => toml_string(&redact_url(s)),
+        Value::String(_, s) => toml_string(s),
+        Value::Char(_, c) => toml_string(&c.to_string()),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => n
+            .to_i128()
+            .map(|i| i.to_string())
+            .or_else(|| n.to_f64().map(|f| f.to_string()))
+            .unwrap_or_default(),
+        Value::Empty(..) => "\"\"".into(),
+        Value::Array(_, items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|v| display_value(key, v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Dict(_, dict) => format!(
+            "{{ {} }}",
+            dict.iter()
+                .map(|(k, v)| format!("{k} = {}", display_value(&format!("{key}.{k}"), v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Parses `65536`, `"64KiB"`, `"1MiB"`, `"10KB"` (KB/MB are decimal, KiB/MiB binary).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr@t@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/orders"),
+            "postgres://app@db/orders"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/orders.db"),
+            "sqlite://data/orders.db"
+        );
+        assert_eq!(
+            format!("{:?}", DatabaseUrl::parse("postgresql://u:pw@h/d").unwrap()),
+            "postgresql://u:***@h/d"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("10 KB"), Some(10_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1"), None);
+    }
+
+    #[test]
+    fn backend_by_scheme() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite::memory:").and_then(|u| u.backend()),
+            Some(Backend::Sqlite)
+        );
+        assert!(DatabaseUrl::parse("mysql://x").is_none());
+    }
+}
