@@ -1,0 +1,254 @@
+//! Storage: SQLite (the default, one replica) or PostgreSQL (several replicas), chosen by the
+//! URL scheme. SQL lives per backend in `store/sqlite.rs` and `store/postgres.rs`; both map rows
+//! through [`OrderRow`] so that decoding rules exist once.
+
+mod postgres;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::Backend;
+use crate::config::DatabaseSettings;
+use crate::orders::{
+    Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Quantity, Sku,
+};
+
+/// A storage failure, classified by what the caller should tell the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded: retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken invariant (500).
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+    /// A stored row that does not decode into a valid order.
+    #[error("corrupt row for order {id}: {reason}")]
+    Corrupt {
+        /// The row's id.
+        id: String,
+        /// What did not decode.
+        reason: String,
+    },
+    /// The database URL or options are unusable.
+    #[error("database.url: {0}")]
+    Config(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let unavailable = match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
+            E::Protocol(_) => true,
+            E::Database(db) => is_transient(db.code().as_deref()),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(e)
+        }
+    }
+}
+
+/// SQLite busy/locked, PostgreSQL connection exceptions, shutdown and resource exhaustion.
+fn is_transient(code: Option<&str>) -> bool {
+    match code {
+        Some("5" | "6" | "261" | "262" | "517") => true,
+        Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"),
+        None => false,
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The orders on this page, newest first.
+    pub items: Vec<Order>,
+    /// How many orders match the filter in all.
+    pub total: u64,
+}
+
+/// The orders store over a lazily connected pool: building it never touches the network, so
+/// the service can start (and report not-ready) while the database is down.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SQLite backend.
+    Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL backend.
+    Postgres(postgres::PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Builds the pool for `cfg.url` without connecting.
+    pub fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
+        match cfg.url.backend() {
+            Some(Backend::Sqlite) => sqlite::SqliteStore::open(cfg).map(Self::Sqlite),
+            Some(Backend::Postgres) => postgres::PgStore::open(cfg).map(Self::Postgres),
+            None => Err(StoreError::Config("unsupported scheme".into())),
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies pending migrations (PostgreSQL serialises concurrent runs with an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// How many embedded migrations are not applied yet.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let applied = dispatch!(self, s => s.applied_migrations().await)?;
+        let migrator = dispatch!(self, s => s.migrator());
+        Ok(migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Stores a new order.
+    pub async fn insert(&self, order: &Order) -> Result<(), StoreError> {
+        let items = encode_items(&order.items);
+        dispatch!(self, s => s.insert(order, &items).await)
+    }
+
+    /// One order by id.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        let row = dispatch!(self, s => s.get(id).await)?;
+        row.map(Order::try_from).transpose()
+    }
+
+    /// A page of orders, newest first, ties broken by id so the order is stable.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Page, StoreError> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let (rows, total) = dispatch!(self, s => s.list(filter, i64::from(limit), offset).await)?;
+        let items = rows
+            .into_iter()
+            .map(Order::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or_default(),
+        })
+    }
+
+    /// Sets the status if the order is still at `version`; `false` when someone else changed
+    /// it first (or it is gone).
+    pub async fn update_status(
+        &self,
+        id: Uuid,
+        version: i64,
+        status: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update_status(id, version, status, now).await)
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// A line item as stored in the `items` JSON column.
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    sku: String,
+    quantity: i64,
+    unit_price_minor: i64,
+}
+
+fn encode_items(items: &[LineItem]) -> String {
+    let stored: Vec<StoredItem> = items
+        .iter()
+        .map(|i| StoredItem {
+            sku: i.sku.as_str().to_string(),
+            quantity: i64::from(i.quantity.get()),
+            unit_price_minor: i.unit_price_minor,
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
+}
+
+/// A row as both backends return it, before domain parsing.
+pub(crate) struct OrderRow {
+    pub(crate) id: Uuid,
+    pub(crate) customer_id: String,
+    pub(crate) currency: String,
+    pub(crate) items: String,
+    pub(crate) total_minor: i64,
+    pub(crate) status: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) version: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: row.id.to_string(),
+            reason,
+        };
+        let stored: Vec<StoredItem> =
+            serde_json::from_str(&row.items).map_err(|e| corrupt(format!("items: {e}")))?;
+        let items = stored
+            .into_iter()
+            .map(|i| {
+                Ok(LineItem {
+                    sku: Sku::parse(&i.sku).map_err(|e| format!("sku {e}"))?,
+                    quantity: Quantity::try_from(i.quantity)
+                        .map_err(|e| format!("quantity {e}"))?,
+                    unit_price_minor: i.unit_price_minor,
+                })
+            })
+            .collect::<Result<_, String>>()
+            .map_err(corrupt)?;
+        Ok(Order {
+            id: row.id,
+            customer_id: CustomerId::parse(&row.customer_id)
+                .map_err(|e| corrupt(format!("customer_id {e}")))?,
+            currency: Currency::parse(&row.currency)
+                .map_err(|e| corrupt(format!("currency {e}")))?,
+            items,
+            total_minor: row.total_minor,
+            status: OrderStatus::parse(&row.status)
+                .ok_or_else(|| corrupt(format!("status {:?}", row.status)))?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            version: row.version,
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! SQLite backend: WAL, a busy timeout, and timestamps as fixed-width RFC 3339 text.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use super::{OrderRow, StoreError};
+use crate::config::DatabaseSettings;
+use crate::orders::{ListFilter, Order, OrderStatus};
+
+static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+const COLUMNS: &str =
+    "id, customer_id, currency, items, total_minor, status, created_at, updated_at, version";
+
+/// Orders in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(super) fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(cfg.url.expose())
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(cfg.busy_timeout)
+            .foreign_keys(true);
+        let file = opts.get_filename().to_path_buf();
+        let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+        if !in_memory
+            && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the database directory");
+        }
+        // An in-memory database lives and dies with its one connection.
+        let (max, min, idle) = if in_memory {
+            (1, 1, None)
+        } else {
+            (
+                cfg.max_connections,
+                cfg.min_connections,
+                Some(std::time::Duration::from_secs(600)),
+            )
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(min)
+            .idle_timeout(idle)
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(std::time::Duration::from_secs(1800))
+            })
+            .acquire_timeout(cfg.acquire_timeout)
+            .connect_lazy_with(opts);
+        Ok(Self { pool })
+    }
+
+    pub(super) fn migrator(&self) -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(MIGRATOR.run(&self.pool).await?)
+    }
+
+    pub(super) async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if table.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert(&self, o: &Order, items: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
+             created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(o.id.hyphenated().to_string())
+        .bind(o.customer_id.as_str())
+        .bind(o.currency.code())
+        .bind(items)
+        .bind(o.total_minor)
+        .bind(o.status.as_str())
+        .bind(timestamp(o.created_at))
+        .bind(timestamp(o.updated_at))
+        .bind(o.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn get(&self, id: Uuid) -> Result<Option<OrderRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"));
+        let row = sqlx::query(sql)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    pub(super) async fn list(
+        &self,
+        filter: &ListFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<OrderRow>, i64), StoreError> {
+        const WHERE: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR customer_id = ?2)";
+        let status = filter.status.map(OrderStatus::as_str);
+        let customer = filter.customer_id.as_ref().map(|c| c.as_str());
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE {WHERE} \
+             ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(status)
+            .bind(customer)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM orders WHERE {WHERE}"));
+        let total: i64 = sqlx::query_scalar(count)
+            .bind(status)
+            .bind(customer)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        Ok((rows, total))
+    }
+
+    pub(super) async fn update_status(
+        &self,
+        id: Uuid,
+        version: i64,
+        status: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = ?1, updated_at = ?2, version = version + 1 \
+             WHERE id = ?3 AND version = ?4",
+        )
+        .bind(status.as_str())
+        .bind(timestamp(now))
+        .bind(id.hyphenated().to_string())
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Fixed width (microseconds, `Z`) so that text order is time order.
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn decode(r: &SqliteRow) -> Result<OrderRow, StoreError> {
+    let id: String = r.try_get("id")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let time = |col: &str| -> Result<DateTime<Utc>, StoreError> {
+        let text: String = r.try_get(col)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| corrupt(format!("{col}: {e}")))
+    };
+    Ok(OrderRow {
+        id: Uuid::parse_str(&id).map_err(|e| corrupt(format!("id: {e}")))?,
+        customer_id: r.try_get("customer_id")?,
+        currency: r.try_get("currency")?,
+        items: r.try_get("items")?,
+        total_minor: r.try_get("total_minor")?,
+        status: r.try_get("status")?,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        version: r.try_get("version")?,
+    })
+}
