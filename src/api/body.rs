@@ -1,0 +1,173 @@
+//! Request bodies as JSON values, then parsed field by field so that one 422 lists every problem.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, FieldError};
+
+/// A JSON request body: `application/json` (or any `+json` type), within the body limit.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected content-type application/json, got {:?}",
+                content_type
+            )));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(from_bytes_rejection)?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::MalformedJson(e.to_string()))
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn from_bytes_rejection(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+/// Collects every invalid field before answering.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Records a problem at a JSON pointer into the body.
+    pub fn at(&mut self, pointer: &str, detail: impl Into<String>) {
+        self.0.push(FieldError {
+            pointer: Some(pointer.to_string()),
+            parameter: None,
+            detail: detail.into(),
+        });
+    }
+
+    /// Records a problem with a query parameter.
+    pub fn param(&mut self, name: &str, detail: impl Into<String>) {
+        self.0.push(FieldError {
+            pointer: None,
+            parameter: Some(name.to_string()),
+            detail: detail.into(),
+        });
+    }
+
+    /// `value` if nothing was recorded, else a 422 listing everything.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
+        match value {
+            Some(v) if self.0.is_empty() => Ok(v),
+            _ => Err(ApiError::Validation(self.0)),
+        }
+    }
+
+    /// The object at `pointer`, with every key outside `allowed` reported as unknown.
+    pub fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        pointer: &str,
+        allowed: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Some(obj) = value.as_object() else {
+            self.at(pointer, "must be a JSON object");
+            return None;
+        };
+        for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            self.at(&child(pointer, key), "unknown field");
+        }
+        Some(obj)
+    }
+
+    /// A required string member, parsed by `parse`.
+    pub fn string<T, E: std::fmt::Display>(
+        &mut self,
+        obj: &Map<String, Value>,
+        pointer: &str,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let at = child(pointer, key);
+        match obj.get(key) {
+            None | Some(Value::Null) => self.at(&at, "is required"),
+            Some(Value::String(s)) => match parse(s) {
+                Ok(v) => return Some(v),
+                Err(e) => self.at(&at, e.to_string()),
+            },
+            Some(_) => self.at(&at, "must be a string"),
+        }
+        None
+    }
+
+    /// A required integer member, parsed by `parse`.
+    pub fn integer<T, E: std::fmt::Display>(
+        &mut self,
+        obj: &Map<String, Value>,
+        pointer: &str,
+        key: &str,
+        parse: impl FnOnce(i64) -> Result<T, E>,
+    ) -> Option<T> {
+        let at = child(pointer, key);
+        match obj.get(key) {
+            None | Some(Value::Null) => self.at(&at, "is required"),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => match parse(i) {
+                    Ok(v) => return Some(v),
+                    Err(e) => self.at(&at, e.to_string()),
+                },
+                None => self.at(&at, "must be an integer"),
+            },
+            Some(_) => self.at(&at, "must be an integer"),
+        }
+        None
+    }
+}
+
+/// `pointer` + `/key`, escaped per RFC 6901.
+pub fn child(pointer: &str, key: &str) -> String {
+    format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+
+    #[test]
+    fn pointers_escape() {
+        assert_eq!(child("/items/0", "a/b~c"), "/items/0/a~1b~0c");
+    }
+}

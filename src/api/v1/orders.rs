@@ -1,0 +1,290 @@
+//! v1 order handlers and their wire types. Money is a decimal string with exactly the
+//! currency's minor-unit digits ("9.99" EUR, "1200" JPY).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::api::body::{JsonBody, Problems, child};
+use crate::error::ApiError;
+use crate::orders::{
+    self, Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, NewOrder, Order, OrderStatus,
+    Quantity, Sku, format_minor, parse_minor,
+};
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Default page size for listings.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Largest page size for listings.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The v1 order routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", get(list).post(create))
+        .route("/orders/{id}", get(fetch).patch(update_status))
+}
+
+/// An order on the v1 wire.
+#[derive(Debug, Serialize)]
+pub struct OrderV1 {
+    id: Uuid,
+    customer_id: String,
+    currency: &'static str,
+    items: Vec<ItemV1>,
+    total: String,
+    status: &'static str,
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct ItemV1 {
+    sku: String,
+    quantity: u32,
+    unit_price: String,
+}
+
+impl From<&Order> for OrderV1 {
+    fn from(o: &Order) -> Self {
+        let ts = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        Self {
+            id: o.id,
+            customer_id: o.customer_id.as_str().to_string(),
+            currency: o.currency.code(),
+            items: o
+                .items
+                .iter()
+                .map(|i| ItemV1 {
+                    sku: i.sku.as_str().to_string(),
+                    quantity: i.quantity.get(),
+                    unit_price: format_minor(i.unit_price_minor, o.currency),
+                })
+                .collect(),
+            total: format_minor(o.total_minor, o.currency),
+            status: o.status.as_str(),
+            created_at: ts(o.created_at),
+            updated_at: ts(o.updated_at),
+            version: o.version,
+        }
+    }
+}
+
+/// A page of orders on the v1 wire.
+#[derive(Debug, Serialize)]
+pub struct ListV1 {
+    items: Vec<OrderV1>,
+    limit: u32,
+    offset: u64,
+    total: u64,
+}
+
+/// Parses a v1 create body, reporting every invalid field.
+pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
+    let mut p = Problems::default();
+    let Some(obj) = p.object(body, "", &["customer_id", "currency", "items"]) else {
+        return p.finish(None);
+    };
+    let customer_id = p.string(obj, "", "customer_id", CustomerId::parse);
+    let currency = p.string(obj, "", "currency", Currency::parse);
+    let items = match obj.get("items") {
+        None | Some(Value::Null) => {
+            p.at("/items", "is required");
+            None
+        }
+        Some(Value::Array(lines)) if lines.is_empty() || lines.len() > MAX_ITEMS => {
+            p.at("/items", format!("must hold 1 to {MAX_ITEMS} items"));
+            None
+        }
+        Some(Value::Array(lines)) => {
+            let parsed: Vec<Option<LineItem>> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, line)| parse_item(&mut p, line, &format!("/items/{i}"), currency))
+                .collect();
+            parsed.into_iter().collect::<Option<Vec<_>>>()
+        }
+        Some(_) => {
+            p.at("/items", "must be an array");
+            None
+        }
+    };
+    let new = match (customer_id, currency, items) {
+        (Some(customer_id), Some(currency), Some(items)) => Some(NewOrder {
+            customer_id,
+            currency,
+            items,
+        }),
+        _ => None,
+    };
+    p.finish(new)
+}
+
+fn parse_item(
+    p: &mut Problems,
+    line: &Value,
+    at: &str,
+    currency: Option<Currency>,
+) -> Option<LineItem> {
+    let obj = p.object(line, at, &["sku", "quantity", "unit_price"])?;
+    let sku = p.string(obj, at, "sku", Sku::parse);
+    let quantity = p.integer(obj, at, "quantity", Quantity::try_from);
+    let unit_price = match currency {
+        Some(c) => p.string(obj, at, "unit_price", |s| parse_minor(s, c)),
+        // Without a valid currency the digits cannot be judged, but the shape still can.
+        None => {
+            match obj.get("unit_price") {
+                None | Some(Value::Null) => p.at(&child(at, "unit_price"), "is required"),
+                Some(Value::String(_)) => {}
+                Some(_) => p.at(&child(at, "unit_price"), "must be a string"),
+            }
+            None
+        }
+    };
+    Some(LineItem {
+        sku: sku?,
+        quantity: quantity?,
+        unit_price_minor: unit_price?,
+    })
+}
+
+async fn create(
+    State(store): State<Store>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let new = parse_new_order(&body)?;
+    let order = Order::create(new, orders::now());
+    store.insert(&order).await?;
+    let location = format!("/api/v1/orders/{}", order.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(OrderV1::from(&order)),
+    )
+        .into_response())
+}
+
+/// Parses an order id from the path; anything that is not a UUID names no order.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| not_found(raw))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no order with id {id:?}"))
+}
+
+async fn fetch(
+    State(store): State<Store>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderV1>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let order = store.get(uuid).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(OrderV1::from(&order)))
+}
+
+/// Parses `status`, `customer_id`, `limit` and `offset`, reporting every invalid parameter.
+/// Other parameters are ignored.
+fn parse_list_query(params: &[(String, String)]) -> Result<(ListFilter, u32, u64), ApiError> {
+    let mut p = Problems::default();
+    let mut filter = ListFilter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut offset = 0;
+    for (name, value) in params {
+        match name.as_str() {
+            "status" => match OrderStatus::parse(value) {
+                Some(s) => filter.status = Some(s),
+                None => p.param(
+                    name,
+                    "must be one of pending, paid, shipped, delivered, cancelled",
+                ),
+            },
+            "customer_id" => match CustomerId::parse(value) {
+                Ok(c) => filter.customer_id = Some(c),
+                Err(e) => p.param(name, e),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n @ 1..=MAX_LIMIT) => limit = n,
+                _ => p.param(name, format!("must be an integer from 1 to {MAX_LIMIT}")),
+            },
+            "offset" => match value.parse::<u64>() {
+                Ok(n) if n <= i64::MAX as u64 => offset = n,
+                _ => p.param(name, "must be a non-negative integer"),
+            },
+            _ => {}
+        }
+    }
+    p.finish(Some((filter, limit, offset)))
+}
+
+async fn list(
+    State(store): State<Store>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ListV1>, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (filter, limit, offset) = parse_list_query(&params)?;
+    let page = store.list(&filter, limit, offset).await?;
+    Ok(Json(ListV1 {
+        items: page.items.iter().map(OrderV1::from).collect(),
+        limit,
+        offset,
+        total: page.total,
+    }))
+}
+
+/// Parses a v1 status-change body: `{"status": "..."}`.
+fn parse_status_change(body: &Value) -> Result<OrderStatus, ApiError> {
+    let mut p = Problems::default();
+    let status = p.object(body, "", &["status"]).and_then(|obj| {
+        p.string(obj, "", "status", |s| {
+            OrderStatus::parse(s)
+                .ok_or("must be one of pending, paid, shipped, delivered, cancelled")
+        })
+    });
+    p.finish(status)
+}
+
+/// Applies a status change with optimistic concurrency: read, check the transition, write only
+/// if the version is unchanged, and on a lost race start over from the new state. Concurrent
+/// requests therefore never lose a transition, and each transition has exactly one winner.
+pub async fn change_status(store: &Store, id: Uuid, to: OrderStatus) -> Result<Order, ApiError> {
+    loop {
+        let mut order = store
+            .get(id)
+            .await?
+            .ok_or_else(|| not_found(&id.to_string()))?;
+        let next = order
+            .status
+            .transition(to)
+            .map_err(|e| ApiError::Conflict {
+                detail: e.to_string(),
+                current_status: e.from.as_str(),
+            })?;
+        let now = orders::now();
+        if store.update_status(id, order.version, next, now).await? {
+            order.status = next;
+            order.version += 1;
+            order.updated_at = now;
+            return Ok(order);
+        }
+    }
+}
+
+async fn update_status(
+    State(store): State<Store>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<OrderV1>, ApiError> {
+    let uuid = parse_id(&id)?;
+    let to = parse_status_change(&body)?;
+    let order = change_status(&store, uuid, to).await?;
+    Ok(Json(OrderV1::from(&order)))
+}

@@ -1,0 +1,161 @@
+//! The command line: `serve` (default), `migrate`, `config check`, `config print`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{EXIT_CONFIG, LoadOptions, Settings, Sources, render_effective};
+use crate::server::{Server, shutdown_signal};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+const ENV_HELP: &str = "\
+Environment:
+  APP_PROFILE              profile file to layer in: <config dir>/<profile>.toml [default: development]
+  APP_CONFIG_DIR           directory of profile files [default: ./config]
+  APP_CONFIG_FILE          same as --config
+  APP_<SECTION>__<KEY>     any setting, e.g. APP_SERVER__PORT=8081, APP_DATABASE__URL=postgres://...
+  DATABASE_URL             database.url (APP_DATABASE__URL wins over it)
+  RUST_LOG                 log.level (APP_LOG__LEVEL wins over it)
+
+Exit codes: 0 ok, 1 runtime failure, 78 invalid configuration.
+`orders-api config print` lists every setting, its value and where it came from.";
+
+/// orders-api: a REST API for orders, with health probes and graceful shutdown.
+#[derive(Debug, Parser)]
+#[command(name = "orders-api", version, about, after_help = ENV_HELP)]
+pub struct Cli {
+    /// Configuration file layered over the profile file (must exist).
+    #[arg(long, global = true, env = "APP_CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API and the ops endpoints until SIGTERM/SIGINT (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect the configuration.
+    Config {
+        /// check or print.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate; exit 0 when valid, 78 with every problem listed when not.
+    Check,
+    /// Print the effective configuration as TOML, each key with its source; secrets as ***.
+    Print,
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = LoadOptions::from_process_env(cli.config.clone());
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config {
+            action: ConfigAction::Print,
+        } => {
+            let sources = Sources::collect(&opts);
+            print!("{}", render_effective(&sources));
+            match Settings::from_sources(&sources) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => config_failure(&e),
+            }
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => match Settings::load(&opts) {
+            Ok(s) => {
+                println!("configuration is valid (profile {})", s.profile);
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Serve => with_settings(&opts, serve),
+        Command::Migrate => with_settings(&opts, migrate),
+    }
+}
+
+fn config_failure(e: &crate::config::ConfigErrors) -> ExitCode {
+    eprint!("{e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn with_settings<F>(opts: &LoadOptions, run: impl FnOnce(Settings) -> F) -> ExitCode
+where
+    F: Future<Output = ExitCode>,
+{
+    let settings = match Settings::load(opts) {
+        Ok(s) => s,
+        Err(e) => return config_failure(&e),
+    };
+    telemetry::init(&settings.log);
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(settings)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(settings: &Settings) -> Result<Store, ExitCode> {
+    Store::open(&settings.database).map_err(|e| {
+        tracing::error!(error = %e, "unusable database configuration");
+        eprintln!("{e}");
+        match e {
+            StoreError::Config(_) => ExitCode::from(EXIT_CONFIG),
+            _ => ExitCode::FAILURE,
+        }
+    })
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    let store = match open_store(&settings) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match Server::bind(settings, store).await {
+        Ok(server) => {
+            server.run(shutdown_signal()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bind the listeners");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(settings: Settings) -> ExitCode {
+    let store = match open_store(&settings) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = store.migrate().await;
+    store.close().await;
+    match result {
+        Ok(()) => {
+            tracing::info!(backend = store.backend_name(), "migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migration failed");
+            ExitCode::FAILURE
+        }
+    }
+}

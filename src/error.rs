@@ -1,0 +1,185 @@
+//! `ApiError`: the only place that maps failures to HTTP status codes. Every error leaves as an
+//! RFC 9457 `application/problem+json` body carrying the request id; internal detail is logged,
+//! never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::middleware::request_id;
+use crate::store::StoreError;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid input, located by a JSON pointer into the body or by a query parameter name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// RFC 6901 pointer into the request body, e.g. `/items/0/sku`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// Query parameter name, for errors in the query string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 400: the request is unusable for another reason (bad query encoding).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 404: nothing at this path, or no such order.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 405: the path exists, the method does not (axum adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the order's current status forbids the change.
+    #[error("conflict: {detail}")]
+    Conflict {
+        /// Human-readable explanation.
+        detail: String,
+        /// The order's status now.
+        current_status: &'static str,
+    },
+    /// 413: body larger than `server.body_limit`.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415: not `application/json`.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// 422: one entry per invalid field.
+    #[error("validation failed: {} problem(s)", .0.len())]
+    Validation(Vec<FieldError>),
+    /// 503: a dependency is down or saturated; retry later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// 500: a bug or a broken invariant; the cause is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_status: Option<&'a str>,
+}
+
+impl ApiError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A validation error for one field.
+    pub fn field(pointer: &str, detail: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError {
+            pointer: Some(pointer.into()),
+            parameter: None,
+            detail: detail.into(),
+        }])
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "urn:orders-api:problem:validation",
+            Self::Conflict { .. } => "urn:orders-api:problem:invalid-transition",
+            Self::MalformedJson(_) => "urn:orders-api:problem:malformed-json",
+            _ => "about:blank",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::MalformedJson(e) => format!("the body is not valid JSON: {e}"),
+            Self::BadRequest(d) | Self::NotFound(d) | Self::UnsupportedMediaType(d) => d.clone(),
+            Self::MethodNotAllowed => "this path does not support this method; see Allow".into(),
+            Self::Conflict { detail, .. } => detail.clone(),
+            Self::PayloadTooLarge => "the request body is larger than the server accepts".into(),
+            Self::Validation(errors) => format!(
+                "{} invalid field{}; see errors",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ),
+            Self::Unavailable(_) => "a dependency is unavailable; retry later".into(),
+            Self::Internal(_) => "an internal error occurred; quote the request_id".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
+            _ => {}
+        }
+        let (errors, current_status) = match &self {
+            Self::Validation(errors) => (Some(errors.as_slice()), None),
+            Self::Conflict { current_status, .. } => (None, Some(*current_status)),
+            _ => (None, None),
+        };
+        let problem = Problem {
+            kind: self.kind(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.detail(),
+            request_id: request_id::current(),
+            errors,
+            current_status,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut res = (status, body).into_response();
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The fallback for unmatched paths.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no resource at this path".into())
+}
+
+/// The fallback for known paths with an unsupported method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

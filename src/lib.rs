@@ -1,0 +1,25 @@
+//! orders-api: a versioned REST API for orders, wrapped in what an operator expects.
+//!
+//! A map of the crate:
+//! - [`cli`] parses the command line and dispatches; `main.rs` only calls it.
+//! - [`config`] layers defaults, profile file, `--config` and environment into [`config::Settings`],
+//!   validated once; each component receives only its own section.
+//! - [`server`] binds the API and ops listeners, keeps the schema current, and shuts down
+//!   gracefully (readiness off → drain → finish in-flight → close the pool).
+//! - [`router`] declares routes only; [`middleware`] is the one ordered layer stack.
+//! - [`api`] holds the handlers: [`api::v1`] (orders), [`api::ops`] (`/healthz`, `/readyz`).
+//! - [`error`] is the only place errors become status codes (RFC 9457 problem+json).
+//! - [`orders`] is the domain (no HTTP, no SQL); [`store`] persists it in SQLite or PostgreSQL.
+//! - [`telemetry`] installs the log subscriber (JSON lines or pretty).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod middleware;
+pub mod orders;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;

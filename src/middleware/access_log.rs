@@ -1,0 +1,68 @@
+//! One access event per request: method, matched route, path, status, latency, client, agent.
+//! Never headers like Authorization or Cookie, never bodies.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::header::USER_AGENT;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The route label for requests that matched no route.
+pub const UNMATCHED: &str = "<unmatched>";
+
+/// The level access events are logged at: INFO for the API, DEBUG for probes and scrapes.
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    /// API traffic.
+    Info,
+    /// Ops traffic.
+    Debug,
+}
+
+macro_rules! access_event {
+    ($level:expr, $($fields:tt)*) => {
+        match $level {
+            Level::Info => tracing::info!(target: "access", $($fields)*),
+            Level::Debug => tracing::debug!(target: "access", $($fields)*),
+        }
+    };
+}
+
+/// Middleware: see the module docs.
+pub async fn layer(State(level): State<Level>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_default();
+    let user_agent = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let res = next.run(req).await;
+    let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    access_event!(
+        level,
+        method = %method,
+        route = %route,
+        path = %path,
+        status = res.status().as_u16(),
+        latency_ms,
+        client_ip = %client_ip,
+        user_agent = %user_agent,
+        "request completed"
+    );
+    res
+}

@@ -1,0 +1,25 @@
+//! Routes only, no layers: the API listener's router and the ops listener's router.
+
+use axum::Router;
+
+use crate::api;
+use crate::error::{method_not_allowed, not_found};
+use crate::state::AppState;
+
+/// `/api/v1/...` plus the probes, with problem+json 404 and 405 fallbacks.
+pub fn api(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::v1::router())
+        .merge(api::ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The probes (and later `/metrics`) for the ops listener.
+pub fn ops(state: AppState) -> Router {
+    api::ops::router()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}

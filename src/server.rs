@@ -1,0 +1,207 @@
+//! The two listeners (API and ops), the schema task, and graceful shutdown:
+//! signal → `/readyz` 503 at once → keep serving for `drain_delay` → stop accepting → in-flight
+//! requests finish within `grace_period` → close the pool → return (exit 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseSettings, Settings, ShutdownSettings};
+use crate::state::{AppState, Health};
+use crate::store::Store;
+use crate::{middleware, router};
+
+/// First and largest pause between attempts to reach the database at start.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
+
+/// A bound, not yet serving, instance.
+pub struct Server {
+    api: TcpListener,
+    ops: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Server {
+    /// Binds both listeners; nothing is served until [`Server::run`].
+    pub async fn bind(settings: Settings, store: Store) -> std::io::Result<Self> {
+        let host = settings.server.host;
+        let api = TcpListener::bind((host, settings.server.port)).await?;
+        let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
+        let state = AppState {
+            store,
+            health: Arc::new(Health::new(settings.database.health_timeout)),
+        };
+        Ok(Self {
+            api,
+            ops,
+            state,
+            settings,
+        })
+    }
+
+    /// The API listener's address (useful with port 0).
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api.local_addr()
+    }
+
+    /// The ops listener's address.
+    pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
+        self.ops.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Self {
+            api,
+            ops,
+            state,
+            settings,
+        } = self;
+        tracing::info!(
+            api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            ops = %ops.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            backend = state.store.backend_name(),
+            profile = %settings.profile,
+            version = env!("CARGO_PKG_VERSION"),
+            "listening"
+        );
+        let schema = tokio::spawn(ensure_schema(
+            state.store.clone(),
+            state.health.clone(),
+            settings.database.clone(),
+        ));
+        let api_app = middleware::api(router::api(state.clone()), &settings.server);
+        let ops_app = middleware::ops(router::ops(state.clone()));
+        let stop = CancellationToken::new();
+        let api_task = serve(api, api_app, stop.clone());
+        let ops_task = serve(ops, ops_app, stop.clone());
+
+        shutdown.await;
+        drain(
+            &state.health,
+            &settings.shutdown,
+            &stop,
+            [api_task, ops_task],
+        )
+        .await;
+        schema.abort();
+        state.store.close().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> JoinHandle<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    tokio::spawn(async move {
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, make)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "listener failed");
+        }
+    })
+}
+
+/// Readiness off, wait out the drain delay while still serving, stop accepting, then give
+/// in-flight requests the grace period.
+async fn drain(
+    health: &Health,
+    cfg: &ShutdownSettings,
+    stop: &CancellationToken,
+    servers: [JoinHandle<()>; 2],
+) {
+    health.start_draining();
+    tracing::info!(
+        drain_delay = %humantime::format_duration(cfg.drain_delay),
+        grace_period = %humantime::format_duration(cfg.grace_period),
+        "shutdown signal received: not ready, draining"
+    );
+    tokio::time::sleep(cfg.drain_delay).await;
+    tracing::info!("drain delay over: no longer accepting connections");
+    stop.cancel();
+    let all = futures_util::future::join_all(servers);
+    if tokio::time::timeout(cfg.grace_period, all).await.is_err() {
+        tracing::warn!(
+            grace_period = %humantime::format_duration(cfg.grace_period),
+            "grace period over: cutting the requests still in flight"
+        );
+    }
+}
+
+/// Brings the schema up to date (or, with `migrate_on_start = false`, waits until someone else
+/// has), retrying with capped exponential backoff while the database is unreachable.
+async fn ensure_schema(store: Store, health: Arc<Health>, cfg: DatabaseSettings) {
+    let mut pause = BACKOFF.0;
+    loop {
+        let result = if cfg.migrate_on_start {
+            store.migrate().await.map_err(|e| e.to_string())
+        } else {
+            match store.pending_migrations().await {
+                Ok(0) => Ok(()),
+                Ok(n) => Err(format!(
+                    "{n} migration(s) pending; run `orders-api migrate`"
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!("database schema is current");
+                health.set_schema(Ok(()));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = %humantime::format_duration(pause), "database schema not ready");
+                health.set_schema(Err(e));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(BACKOFF.1);
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Shared application state: cheap to clone, handlers extract only the part they need.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::FromRef;
+
+use crate::store::Store;
+
+/// Everything handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The orders store.
+    pub store: Store,
+    /// Readiness inputs.
+    pub health: Arc<Health>,
+}
+
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Health> {
+    fn from_ref(state: &AppState) -> Self {
+        state.health.clone()
+    }
+}
+
+/// The inputs of `/readyz` that are not asked of the database on each probe.
+#[derive(Debug)]
+pub struct Health {
+    draining: AtomicBool,
+    schema_ready: AtomicBool,
+    schema_error: Mutex<Option<String>>,
+    /// Budget for the database round trip behind `/readyz`.
+    pub db_timeout: Duration,
+}
+
+impl Health {
+    /// Not draining, schema not yet known to be current.
+    pub fn new(db_timeout: Duration) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            schema_ready: AtomicBool::new(false),
+            schema_error: Mutex::new(Some("not checked yet".into())),
+            db_timeout,
+        }
+    }
+
+    /// Latches the draining state: readiness fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Records the outcome of the latest schema check.
+    pub fn set_schema(&self, result: Result<(), String>) {
+        self.schema_ready.store(result.is_ok(), Ordering::SeqCst);
+        if let Ok(mut slot) = self.schema_error.lock() {
+            *slot = result.err();
+        }
+    }
+
+    /// `Ok` once migrations are applied, else the last reason they are not.
+    pub fn schema(&self) -> Result<(), String> {
+        if self.schema_ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let reason = self.schema_error.lock().ok().and_then(|s| s.clone());
+        Err(reason.unwrap_or_else(|| "migrations not applied".into()))
+    }
+}
