@@ -194,8 +194,8 @@ fn server(r: &mut Reader<'_>) -> ServerSettings {
         "an IP address such as 0.0.0.0 or ::",
         |s: &str| s.parse::<IpAddr>().ok(),
     );
-    let port: u16 = r.get("server.port");
-    let ops_port: u16 = r.get("server.ops_port");
+    let port = r.port("server.port");
+    let ops_port = r.port("server.ops_port");
     if port != 0 && port == ops_port {
         r.invalid("server.ops_port", "must differ from server.port");
     }
@@ -219,13 +219,13 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
         "a sqlite:// or postgres:// URL",
         DatabaseUrl::parse,
     );
-    let max_connections: u32 = r.get("database.max_connections");
+    let max_connections = r.count("database.max_connections");
     r.check(
         "database.max_connections",
         max_connections >= 1,
         "must be at least 1",
     );
-    let min_connections: u32 = r.get("database.min_connections");
+    let min_connections = r.count("database.min_connections");
     r.check(
         "database.min_connections",
         min_connections <= max_connections,

@@ -73,6 +73,28 @@ impl<'a> Reader<'a> {
         d
     }
 
+    /// A TCP port; 0 lets the OS pick one.
+    pub(super) fn port(&mut self, key: &'static str) -> u16 {
+        self.whole_number(key, "a port number from 0 to 65535")
+    }
+
+    /// A non-negative integer that fits in a `u32`.
+    pub(super) fn count(&mut self, key: &'static str) -> u32 {
+        self.whole_number(key, "a whole number")
+    }
+
+    fn whole_number<T: TryFrom<u64> + Default>(&mut self, key: &'static str, expected: &str) -> T {
+        self.read.insert(key);
+        let n = self.sources.figment.extract_inner_lossy::<u64>(key).ok();
+        match n.and_then(|n| T::try_from(n).ok()) {
+            Some(v) => v,
+            None => {
+                self.invalid(key, &format!("expected {expected}"));
+                T::default()
+            }
+        }
+    }
+
     /// A size in bytes: an integer, or text such as `"64KiB"`.
     pub(super) fn size(&mut self, key: &'static str) -> usize {
         self.read.insert(key);
