@@ -1,0 +1,167 @@
+//! Probes on both listeners, readiness while the database is unreachable, and recovery.
+
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{Backend, TestApp, order_body};
+
+fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {body}"))
+}
+
+#[tokio::test]
+async fn probes_answer_on_both_listeners() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    for base in [app.url(""), app.ops_url("")] {
+        let live = app
+            .client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(live.status(), 200);
+        let ready = app
+            .client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(body["status"], "ready");
+        for name in ["database", "migrations", "shutdown"] {
+            assert_eq!(check(&body, name)["status"], "ok");
+        }
+    }
+    // The ops listener serves probes only, never the API.
+    let res = app
+        .client
+        .get(app.ops_url("/api/v1/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_readiness_not_liveness() {
+    let app = TestApp::start_url(
+        Backend::sqlite(),
+        Some("postgres://postgres@127.0.0.1:1/none".into()),
+        &[("APP_DATABASE__HEALTH_TIMEOUT", "300ms")],
+    )
+    .await;
+    assert_eq!(
+        app.client
+            .get(app.ops_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = app.client.get(app.ops_url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(check(&body, "database")["status"], "error");
+    assert!(
+        check(&body, "database")["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert_eq!(check(&body, "migrations")["status"], "error");
+    assert_eq!(check(&body, "shutdown")["status"], "ok");
+}
+
+#[tokio::test]
+async fn pending_migrations_fail_readiness_when_not_migrating_on_start() {
+    let app = TestApp::start(
+        Backend::sqlite(),
+        &[("APP_DATABASE__MIGRATE_ON_START", "false")],
+    )
+    .await;
+    let res = app.client.get(app.ops_url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(check(&body, "database")["status"], "ok");
+    assert_eq!(check(&body, "migrations")["status"], "error");
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let start = url
+        .find('@')
+        .or_else(|| url.find("://").map(|i| i + 2))
+        .unwrap()
+        + 1;
+    let end = start + url[start..].find('/').unwrap();
+    format!("{}{addr}{}", &url[..start], &url[end..])
+}
+
+/// Starts with PostgreSQL behind a port that accepts nothing, then opens the way: the service
+/// must report not ready, then reconnect, migrate and serve without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_and_migrates_once_the_database_is_reachable() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let real = backend.url();
+    let target = {
+        let start = real.find('@').unwrap() + 1;
+        let end = start + real[start..].find('/').unwrap();
+        real[start..end].to_string()
+    };
+    let gate = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = via(&real, gate.local_addr().unwrap());
+    let app = TestApp::start_url(
+        backend,
+        Some(url),
+        &[
+            ("APP_DATABASE__HEALTH_TIMEOUT", "200ms"),
+            ("APP_DATABASE__ACQUIRE_TIMEOUT", "500ms"),
+        ],
+    )
+    .await;
+    let res = app.client.get(app.ops_url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        app.client
+            .get(app.ops_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_json("/api/v1/orders", &order_body("c"))
+            .await
+            .status(),
+        503
+    );
+
+    // Open the gate: forward every connection to the real server.
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = gate.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    app.wait_ready().await;
+    assert_eq!(
+        app.post_json("/api/v1/orders", &order_body("c"))
+            .await
+            .status(),
+        201
+    );
+}

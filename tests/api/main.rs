@@ -1,0 +1,10 @@
+//! Integration tests over real HTTP: in-process servers on ephemeral ports for the API, and the
+//! real binary for signals and logs. Backend-sensitive tests run on SQLite (a temp file each) and
+//! PostgreSQL (a fresh database each, from TEST_DATABASE_URL).
+
+mod errors;
+mod health;
+mod helpers;
+mod orders;
+mod process;
+mod validation;

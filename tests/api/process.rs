@@ -1,0 +1,236 @@
+//! The real binary: graceful shutdown on SIGTERM and the JSON access log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::repo_root;
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    api: SocketAddr,
+    ops: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the binary on ephemeral ports with JSON logs and waits for its "listening" line.
+fn start(env: &[(&str, &str)]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("o.db").display());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders-api"));
+    cmd.current_dir(repo_root())
+        .env_clear()
+        .env("APP_SERVER__HOST", "127.0.0.1")
+        .env("APP_SERVER__PORT", "0")
+        .env("APP_SERVER__OPS_PORT", "0")
+        .env("APP_LOG__FORMAT", "json")
+        .env("APP_LOG__LEVEL", "info")
+        .env("APP_DATABASE__URL", db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn orders-api");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = wait_line(&lines, |l| l["message"] == "listening");
+    let addr = |k: &str| {
+        listening[k]
+            .as_str()
+            .unwrap()
+            .parse::<SocketAddr>()
+            .unwrap()
+    };
+    Running {
+        child,
+        lines,
+        api: addr("api"),
+        ops: addr("ops"),
+        _dir: dir,
+    }
+}
+
+fn wait_line(lines: &mpsc::Receiver<String>, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let line = lines.recv_timeout(left).expect("log line");
+        let json: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        if want(&json) {
+            return json;
+        }
+    }
+    panic!("wanted log line never came");
+}
+
+fn http(addr: SocketAddr, request: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let res = http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )?;
+    Ok(res.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// Polls `probe` until it holds; the binary is another process, so there is no clock to pause.
+fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if probe() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[test]
+fn sigterm_drains_finishes_in_flight_requests_and_exits_zero() {
+    let mut app = start(&[
+        ("APP_SHUTDOWN__DRAIN_DELAY", "1s"),
+        ("APP_SHUTDOWN__GRACE_PERIOD", "10s"),
+    ]);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+
+    // A request in flight: headers and half the body sent before SIGTERM.
+    let body = r#"{"customer_id":"late","currency":"EUR","items":[{"sku":"A","quantity":1,"unit_price":"1.00"}]}"#;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut in_flight = TcpStream::connect(app.api).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        in_flight,
+        "POST /api/v1/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    in_flight.flush().unwrap();
+    wait_line(&app.lines, |_| true); // nothing else is logged until the request completes
+    let started = Instant::now();
+
+    let pid = app.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // During the drain the process still serves, but reports not ready.
+    eventually("readyz 503 while draining", || {
+        get_status(app.ops, "/readyz").ok() == Some(503)
+    });
+    // After the drain new connections are refused.
+    eventually("new connections refused", || {
+        TcpStream::connect(app.api).is_err()
+    });
+
+    // The in-flight request still completes.
+    in_flight.write_all(rest.as_bytes()).unwrap();
+    let mut response = String::new();
+    in_flight.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "in-flight request got: {response}"
+    );
+
+    let status = app.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exit within the grace period"
+    );
+}
+
+#[test]
+fn access_log_lines_are_json_with_every_field_and_no_secrets() {
+    let mut app = start(&[]);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    let res = http(
+        app.api,
+        "GET /api/v1/orders/0190b8a0-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: t\r\n\
+         User-Agent: log-test/1.0\r\nX-Request-Id: log-req-1\r\n\
+         Authorization: Bearer super-secret-token\r\nCookie: session=cookie-secret\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(res.starts_with("HTTP/1.1 404"));
+    let line = wait_line(&app.lines, |l| l["target"] == "access");
+    for field in [
+        "timestamp",
+        "level",
+        "message",
+        "method",
+        "route",
+        "path",
+        "status",
+        "latency_ms",
+        "request_id",
+        "client_ip",
+        "user_agent",
+    ] {
+        assert!(
+            line.get(field).is_some(),
+            "access log lacks {field}: {line}"
+        );
+    }
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["route"], "/api/v1/orders/{id}");
+    assert_eq!(
+        line["path"],
+        "/api/v1/orders/0190b8a0-0000-7000-8000-000000000000"
+    );
+    assert_eq!(line["status"], 404);
+    assert_eq!(line["request_id"], "log-req-1");
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["user_agent"], "log-test/1.0");
+    assert!(line["latency_ms"].is_number());
+    let ts = line["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok());
+
+    // Unmatched paths get one fixed route label.
+    http(
+        app.api,
+        "GET /x/y/z HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let unmatched = wait_line(&app.lines, |l| l["target"] == "access");
+    assert_eq!(unmatched["route"], "<unmatched>");
+
+    let pid = app.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert_eq!(app.child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = app.lines.try_iter().collect();
+    let all = rest.join("\n");
+    assert!(!all.contains("super-secret-token") && !all.contains("cookie-secret"));
+    // Probe traffic is logged at DEBUG, so none of it shows at INFO.
+    assert!(!all.contains("/readyz"), "probe requests logged at INFO");
+    for l in rest {
+        serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+}
