@@ -1,6 +1,10 @@
-//! The command line: `serve` (default), `migrate`, `config check`, `config print`.
+//! The command line: `serve` (default), `migrate`, `config check`, `config print`,
+//! `healthcheck`.
+
+mod healthcheck;
 
 use std::path::PathBuf;
+use std::time::Duration;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +45,15 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// GET /healthz on the ops port (or --url); exit 0 when it answers 2xx, else 1.
+    Healthcheck {
+        /// Probe this URL instead of http://127.0.0.1:<server.ops_port>/healthz.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Inspect the configuration.
     Config {
         /// check or print.
@@ -82,8 +95,41 @@ pub fn main() -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
+        Command::Healthcheck { url, timeout } => {
+            let url = url.unwrap_or_else(|| {
+                // A broken configuration must not make a live process look dead: fall back to
+                // the default port if the settings do not load.
+                let port = Settings::load(&opts).map_or(9090, |s| s.server.ops_port);
+                format!("http://127.0.0.1:{port}/healthz")
+            });
+            healthcheck_main(&url, timeout)
+        }
         Command::Serve => with_settings(&opts, serve),
         Command::Migrate => with_settings(&opts, migrate),
+    }
+}
+
+fn healthcheck_main(url: &str, timeout: Duration) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(healthcheck::probe(url, timeout)) {
+        Ok(status @ 200..=299) => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -234,3 +234,29 @@ fn access_log_lines_are_json_with_every_field_and_no_secrets() {
         serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
     }
 }
+
+#[test]
+fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
+    let mut app = start(&[]);
+    let check = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_orders-api"))
+            .args(["healthcheck", "--timeout", "2s", "--url", &url])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(check(format!("http://{}/healthz", app.ops)), Some(0));
+    assert_eq!(check(format!("http://{}/nope", app.ops)), Some(1), "404 is not healthy");
+    // Default URL: the ops port from the configuration.
+    let default = Command::new(env!("CARGO_BIN_EXE_orders-api"))
+        .arg("healthcheck")
+        .env("APP_SERVER__OPS_PORT", app.ops.port().to_string())
+        .env("APP_CONFIG_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(default.status.code(), Some(0));
+    Command::new("kill").args(["-TERM", &app.child.id().to_string()]).status().unwrap();
+    assert_eq!(app.child.wait().unwrap().code(), Some(0));
+    assert_eq!(check(format!("http://{}/healthz", app.ops)), Some(1), "dead process is unhealthy");
+}
