@@ -4,8 +4,8 @@
 mod healthcheck;
 
 use std::path::PathBuf;
-use std::time::Duration;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +13,9 @@ use crate::config::{EXIT_CONFIG, LoadOptions, Settings, Sources, render_effectiv
 use crate::server::{Server, shutdown_signal};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+
+/// Bound on flushing queued spans at exit.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
 
 const ENV_HELP: &str = "\
 Environment:
@@ -22,6 +25,9 @@ Environment:
   APP_<SECTION>__<KEY>     any setting, e.g. APP_SERVER__PORT=8081, APP_DATABASE__URL=postgres://...
   DATABASE_URL             database.url (APP_DATABASE__URL wins over it)
   RUST_LOG                 log.level (APP_LOG__LEVEL wins over it)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
+  OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER,
+  OTEL_TRACES_SAMPLER_ARG  the telemetry.* settings (APP_TELEMETRY__* wins over them)
 
 Exit codes: 0 ok, 1 runtime failure, 78 invalid configuration.
 `orders-api config print` lists every setting, its value and where it came from.";
@@ -73,6 +79,7 @@ pub enum ConfigAction {
 
 /// Parses the command line and runs the chosen command.
 pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
     let cli = Cli::parse();
     let opts = LoadOptions::from_process_env(cli.config.clone());
     match cli.command.unwrap_or(Command::Serve) {
@@ -110,7 +117,10 @@ pub fn main() -> ExitCode {
 }
 
 fn healthcheck_main(url: &str, timeout: Duration) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -146,12 +156,24 @@ where
         Ok(s) => s,
         Err(e) => return config_failure(&e),
     };
-    telemetry::init(&settings.log);
+    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry.otlp: cannot build the trace exporter: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run(settings)),
+        Ok(rt) => {
+            let code = rt.block_on(run(settings));
+            // Outside the runtime: the exporter's blocking client must not drop on its threads.
+            drop(rt);
+            telemetry.shutdown(TELEMETRY_FLUSH);
+            code
+        }
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE

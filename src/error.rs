@@ -1,12 +1,12 @@
 //! `ApiError`: the only place that maps failures to HTTP status codes. Every error leaves as an
-//! RFC 9457 `application/problem+json` body carrying the request id; internal detail is logged,
-//! never sent.
+//! RFC 9457 `application/problem+json` body carrying the request id and trace id; internal detail
+//! is logged, never sent.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::middleware::request_id;
+use crate::middleware::{request_id, trace};
 use crate::store::StoreError;
 
 /// The media type of every error body.
@@ -74,6 +74,8 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +153,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.detail(),
             request_id: request_id::current(),
+            trace_id: trace::current_trace_id(),
             errors,
             current_status,
         };

@@ -23,3 +23,10 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+
+/// Selects ring as the process-wide rustls crypto provider (TLS to PostgreSQL and to an OTLP
+/// collector over https). Idempotent; call it before building any TLS client.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is all this asks for.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

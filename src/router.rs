@@ -16,9 +16,9 @@ pub fn api(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The probes (and later `/metrics`) for the ops listener.
+/// The probes and `/metrics` for the ops listener.
 pub fn ops(state: AppState) -> Router {
-    api::ops::router()
+    api::ops::ops_router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -35,9 +35,11 @@ impl Server {
         let host = settings.server.host;
         let api = TcpListener::bind((host, settings.server.port)).await?;
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
+        let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
         let state = AppState {
             store,
             health: Arc::new(Health::new(settings.database.health_timeout)),
+            metrics,
         };
         Ok(Self {
             api,
@@ -78,6 +80,7 @@ impl Server {
             state.health.clone(),
             settings.database.clone(),
         ));
+        let upkeep = tokio::spawn(metrics_upkeep(state.metrics.clone()));
         let api_app = middleware::api(router::api(state.clone()), &settings.server);
         let ops_app = middleware::ops(router::ops(state.clone()));
         let stop = CancellationToken::new();
@@ -93,6 +96,7 @@ impl Server {
         )
         .await;
         schema.abort();
+        upkeep.abort();
         state.store.close().await;
         tracing::info!("shutdown complete");
     }
@@ -170,6 +174,16 @@ async fn ensure_schema(store: Store, health: Arc<Health>, cfg: DatabaseSettings)
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(BACKOFF.1);
+    }
+}
+
+/// Drains histogram samples into their buckets now and then, as the exporter requires when it
+/// does not run its own HTTP listener.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
     }
 }
 

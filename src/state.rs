@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::store::Store;
 
@@ -16,6 +17,14 @@ pub struct AppState {
     pub store: Store,
     /// Readiness inputs.
     pub health: Arc<Health>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl FromRef<AppState> for PrometheusHandle {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
 }
 
 impl FromRef<AppState> for Store {

@@ -5,8 +5,13 @@
 mod postgres;
 mod sqlite;
 
+use std::future::Future;
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
+use metrics::{counter, histogram};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Backend;
@@ -14,6 +19,10 @@ use crate::config::DatabaseSettings;
 use crate::orders::{
     Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Quantity, Sku,
 };
+use crate::telemetry::metrics::{DB_ERRORS, DB_QUERY_DURATION};
+
+/// The tracing target of database spans (exported as client spans when tracing is on).
+pub const DB_TARGET: &str = "orders_api::db";
 
 /// A storage failure, classified by what the caller should tell the client.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,17 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The `kind` label of `db_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Internal(_) | Self::Config(_) | Self::Migrate(_) => "internal",
+        }
+    }
+}
+
 /// SQLite busy/locked, PostgreSQL connection exceptions, shutdown and resource exhaustion.
 fn is_transient(code: Option<&str>) -> bool {
     match code {
@@ -64,6 +84,17 @@ fn is_transient(code: Option<&str>) -> bool {
         Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"),
         None => false,
     }
+}
+
+/// Connection counts of the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Capacity.
+    pub max: u32,
 }
 
 /// One page of a listing.
@@ -114,7 +145,8 @@ impl Store {
 
     /// Applies pending migrations (PostgreSQL serialises concurrent runs with an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.migrate().await)
+        self.observe("migrate", async { dispatch!(self, s => s.migrate().await) })
+            .await
     }
 
     /// How many embedded migrations are not applied yet.
@@ -129,19 +161,26 @@ impl Store {
 
     /// A round trip to the database.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        self.observe("ping", async { dispatch!(self, s => s.ping().await) })
+            .await
     }
 
     /// Stores a new order.
     pub async fn insert(&self, order: &Order) -> Result<(), StoreError> {
         let items = encode_items(&order.items);
-        dispatch!(self, s => s.insert(order, &items).await)
+        self.observe("insert_order", async {
+            dispatch!(self, s => s.insert(order, &items).await)
+        })
+        .await
     }
 
     /// One order by id.
     pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let row = dispatch!(self, s => s.get(id).await)?;
-        row.map(Order::try_from).transpose()
+        self.observe("get_order", async {
+            let row = dispatch!(self, s => s.get(id).await)?;
+            row.map(Order::try_from).transpose()
+        })
+        .await
     }
 
     /// A page of orders, newest first, ties broken by id so the order is stable.
@@ -152,15 +191,19 @@ impl Store {
         offset: u64,
     ) -> Result<Page, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let (rows, total) = dispatch!(self, s => s.list(filter, i64::from(limit), offset).await)?;
-        let items = rows
-            .into_iter()
-            .map(Order::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok(Page {
-            items,
-            total: u64::try_from(total).unwrap_or_default(),
+        self.observe("list_orders", async {
+            let (rows, total) =
+                dispatch!(self, s => s.list(filter, i64::from(limit), offset).await)?;
+            let items = rows
+                .into_iter()
+                .map(Order::try_from)
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                total: u64::try_from(total).unwrap_or_default(),
+            })
         })
+        .await
     }
 
     /// Sets the status if the order is still at `version`; `false` when someone else changed
@@ -172,7 +215,47 @@ impl Store {
         status: OrderStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.update_status(id, version, status, now).await)
+        self.observe("update_status", async {
+            dispatch!(self, s => s.update_status(id, version, status, now).await)
+        })
+        .await
+    }
+
+    /// Open, idle and maximum connections.
+    pub fn pool_stats(&self) -> PoolStats {
+        dispatch!(self, s => s.pool_stats())
+    }
+
+    /// Times `op`, counts its failures and wraps it in a client span.
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let system = match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        };
+        let span = tracing::info_span!(
+            target: DB_TARGET,
+            "db",
+            otel.name = %format_args!("{op} orders"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = system,
+            db.operation.name = op,
+            db.collection.name = "orders",
+            error.type = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let result = fut.instrument(span.clone()).await;
+        histogram!(DB_QUERY_DURATION, "operation" => op).record(start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            counter!(DB_ERRORS, "kind" => e.kind()).increment(1);
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", e.kind());
+        }
+        result
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

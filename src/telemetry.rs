@@ -1,33 +1,88 @@
-//! Process-wide telemetry: the tracing subscriber (JSON or pretty logs).
+//! Process-wide telemetry: the tracing subscriber (JSON or pretty logs, and OTLP traces when an
+//! endpoint is configured) and the Prometheus recorder.
+//!
+//! Logs and traces are filtered separately: `log.level` governs log lines only, so a quiet log
+//! level never silences traces. Probe traffic (`orders_api::ops`) and access events are never
+//! exported as traces.
 
 pub mod logs;
+pub mod metrics;
+pub mod traces;
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Metadata;
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TelemetrySettings};
+use crate::middleware::request_id::OPS_TARGET;
 
-/// Installs the global subscriber. A second call (tests building several apps) is a no-op.
-pub fn init(cfg: &LogSettings) {
-    let filter = EnvFilter::builder()
-        .parse(&cfg.level)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let installed = match cfg.format {
-        LogFormat::Json => registry
-            .with(logs::SpanFieldsLayer)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(logs::JsonLines)
-                    .with_writer(std::io::stdout),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
-            .try_init(),
-    };
-    if installed.is_err() {
-        tracing::debug!("a global subscriber was already installed");
+/// Owns the trace pipeline; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
     }
+
+    /// Flushes queued spans and stops the exporter, within `timeout`. Call it outside the async
+    /// runtime: the exporter's blocking HTTP client must not be dropped on a runtime thread.
+    pub fn shutdown(self, timeout: Duration) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown_with_timeout(timeout)
+        {
+            tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
+        }
+    }
+}
+
+fn exported(meta: &Metadata<'_>) -> bool {
+    meta.target() != OPS_TARGET && meta.target() != "access" && !meta.target().starts_with("sqlx")
+}
+
+/// Installs the global subscriber. A second call in one process is a no-op that exports nothing.
+pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetry, String> {
+    let log_filter = EnvFilter::builder()
+        .parse(&log.level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(logs::JsonLines)
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .boxed(),
+    };
+    let pipeline = traces::provider(telemetry)?;
+    let (provider, otel) = match pipeline {
+        Some((provider, tracer)) => {
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(LevelFilter::INFO)
+                .with_filter(FilterFn::new(exported));
+            (Some(provider), Some(layer))
+        }
+        None => (None, None),
+    };
+    let installed = Registry::default()
+        .with(logs::SpanFieldsLayer)
+        .with(fmt.with_filter(log_filter))
+        .with(otel)
+        .try_init();
+    if installed.is_err() {
+        return Ok(Telemetry::default());
+    }
+    if let Some(url) = telemetry.traces_url().filter(|_| provider.is_some()) {
+        tracing::info!(endpoint = %url, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
 }

@@ -1,22 +1,47 @@
-//! Probes: `/healthz` (the process answers) and `/readyz` (dependencies, schema, not draining).
+//! Probes: `/healthz` (the process answers) and `/readyz` (dependencies, schema, not draining),
+//! and `/metrics` (ops listener only).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics::gauge;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use crate::state::{AppState, Health};
 use crate::store::Store;
+use crate::telemetry::metrics::{DB_POOL_CONNECTIONS, DB_POOL_MAX, render};
 
 /// The probe routes, served on both listeners.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// The ops listener's routes: the probes plus `/metrics`.
+pub fn ops_router() -> Router<AppState> {
+    router().route("/metrics", get(metrics))
+}
+
+/// Prometheus text exposition; pool and process gauges are refreshed at scrape time.
+async fn metrics(State(store): State<Store>, State(handle): State<PrometheusHandle>) -> Response {
+    let pool = store.pool_stats();
+    gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
+    gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
+        .set(f64::from(pool.open.saturating_sub(pool.idle)));
+    gauge!(DB_POOL_MAX).set(f64::from(pool.max));
+    let mut res = render(&handle).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }
 
 /// Liveness: no dependency checks, so a database outage never restarts the pod.

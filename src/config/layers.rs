@@ -15,6 +15,23 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 const META_VARS: [&str; 3] = ["APP_PROFILE", "APP_CONFIG_DIR", "APP_CONFIG_FILE"];
 const ENV_PREFIX: &str = "APP_";
 
+/// Conventional variables honoured as settings, below `APP_*` in precedence.
+pub const ALIASES: [(&str, &str); 10] = [
+    ("DATABASE_URL", "database.url"),
+    ("RUST_LOG", "log.level"),
+    ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "telemetry.resource_attributes"),
+    ("OTEL_TRACES_SAMPLER", "telemetry.sampler"),
+    ("OTEL_TRACES_SAMPLER_ARG", "telemetry.sampler_arg"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp.endpoint"),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "telemetry.otlp.traces_endpoint",
+    ),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp.protocol"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "telemetry.otlp.headers"),
+];
+
 /// The layered sources, ready to extract, plus problems found while reading files.
 #[derive(Debug)]
 pub struct Sources {
@@ -75,7 +92,7 @@ impl Sources {
         }
 
         let mut vars: Vec<EnvVar> = Vec::new();
-        for (name, key) in [("DATABASE_URL", "database.url"), ("RUST_LOG", "log.level")] {
+        for (name, key) in ALIASES {
             if let Some(value) = env(name) {
                 vars.push(EnvVar::new(name, key.into(), value));
             }

@@ -66,10 +66,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `k1=v1,k2=v2` with every value replaced by `***`.
+pub fn redact_pairs(s: &str) -> String {
+    s.split(',')
+        .map(|entry| match entry.split_once('=') {
+            Some((k, _)) => format!("{}=***", k.trim()),
+            None => entry.trim().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A value as shown in errors and `config print`: TOML syntax, secrets redacted.
 pub fn display_value(key: &str, value: &Value) -> String {
     match value {
         Value::String(_, s) if key == "database.url" => toml_string(&redact_url(s)),
+        Value::String(_, s) if key == "telemetry.otlp.headers" => toml_string(&redact_pairs(s)),
         Value::String(_, s) => toml_string(s),
         Value::Char(_, c) => toml_string(&c.to_string()),
         Value::Bool(_, b) => b.to_string(),
@@ -141,6 +153,15 @@ mod tests {
             format!("{:?}", DatabaseUrl::parse("postgresql://u:pw@h/d").unwrap()),
             "postgresql://u:***@h/d"
         );
+    }
+
+    #[test]
+    fn redacts_header_values() {
+        assert_eq!(
+            redact_pairs("authorization=Bearer x, x-tenant=t"),
+            "authorization=***,x-tenant=***"
+        );
+        assert_eq!(redact_pairs(""), "");
     }
 
     #[test]

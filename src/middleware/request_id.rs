@@ -1,17 +1,21 @@
-//! `x-request-id`: accepted when sane, minted (UUIDv7) otherwise, echoed on the response, recorded
-//! on the request span (so on every log line) and readable by error bodies.
+//! `x-request-id`: accepted when sane, minted (UUIDv7) otherwise, echoed on the response, kept as
+//! a request extension (the server span records it, so it is on every log line) and readable by
+//! error bodies.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
 
 /// The request id header.
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest accepted incoming id.
 const MAX_LEN: usize = 128;
+
+/// The request's id, as a request extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 tokio::task_local! {
     static CURRENT: String;
@@ -32,17 +36,29 @@ pub fn accept_or_mint(incoming: Option<&HeaderValue>) -> String {
 }
 
 /// Middleware: see the module docs.
-pub async fn layer(req: Request, next: Next) -> Response {
+pub async fn layer(mut req: Request, next: Next) -> Response {
     let id = accept_or_mint(req.headers().get(&HEADER));
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut res = CURRENT
-        .scope(id.clone(), next.run(req).instrument(span))
-        .await;
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = CURRENT.scope(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER.clone(), value);
     }
     res
 }
+
+/// Middleware for the ops listener: a plain span carrying the request id (not exported).
+pub async fn ops_span(req: Request, next: Next) -> Response {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let span = tracing::debug_span!(target: OPS_TARGET, "ops request", request_id = %id);
+    tracing::Instrument::instrument(next.run(req), span).await
+}
+
+/// The tracing target of ops-listener spans; never exported as traces.
+pub const OPS_TARGET: &str = "orders_api::ops";
 
 #[cfg(test)]
 mod tests {

@@ -140,6 +140,14 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    pub(super) fn pool_stats(&self) -> super::PoolStats {
+        super::PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }

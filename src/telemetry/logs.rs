@@ -1,7 +1,10 @@
 //! JSON log lines: one object per event with `timestamp` (RFC 3339 UTC), `level`, `target`,
 //! `message`, the event's fields, and the fields of every enclosing span flattened in (so
-//! `request_id` is on every line of a request). Inner spans win over outer ones; event fields win
-//! over span fields.
+//! `request_id`, `trace_id` and `span_id` are on every line of a request). Inner spans win over
+//! outer ones; event fields win over span fields.
+//!
+//! Convention: dotted span fields (`http.route`, `db.operation.name`, `otel.name`) are trace
+//! attributes and stay out of log lines; flat names are log context and are flattened in.
 
 use std::fmt;
 
@@ -73,7 +76,7 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in fields {
+                    for (k, v) in fields.iter().filter(|(k, _)| !k.contains('.')) {
                         line.insert(k.clone(), v.clone());
                     }
                 }

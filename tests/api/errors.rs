@@ -139,7 +139,7 @@ async fn panics_become_500_without_internals() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let res = client
         .get(format!("http://{addr}/boom"))
         .send()

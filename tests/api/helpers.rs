@@ -206,7 +206,7 @@ impl TestApp {
         Self {
             api,
             ops,
-            client: reqwest::Client::new(),
+            client: client(),
             stop: Some(tx),
             task: Some(task),
             backend,
@@ -288,6 +288,13 @@ impl TestApp {
             Backend::Sqlite(tempfile::tempdir().expect("dir")),
         )
     }
+}
+
+/// An HTTP client (plain HTTP; the crypto provider is installed because the crate's TLS stack
+/// is built without a default one).
+pub fn client() -> reqwest::Client {
+    orders_api::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// A valid v1 create body.

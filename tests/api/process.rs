@@ -247,7 +247,11 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
             .code()
     };
     assert_eq!(check(format!("http://{}/healthz", app.ops)), Some(0));
-    assert_eq!(check(format!("http://{}/nope", app.ops)), Some(1), "404 is not healthy");
+    assert_eq!(
+        check(format!("http://{}/nope", app.ops)),
+        Some(1),
+        "404 is not healthy"
+    );
     // Default URL: the ops port from the configuration.
     let default = Command::new(env!("CARGO_BIN_EXE_orders-api"))
         .arg("healthcheck")
@@ -256,7 +260,14 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
         .output()
         .unwrap();
     assert_eq!(default.status.code(), Some(0));
-    Command::new("kill").args(["-TERM", &app.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .unwrap();
     assert_eq!(app.child.wait().unwrap().code(), Some(0));
-    assert_eq!(check(format!("http://{}/healthz", app.ops)), Some(1), "dead process is unhealthy");
+    assert_eq!(
+        check(format!("http://{}/healthz", app.ops)),
+        Some(1),
+        "dead process is unhealthy"
+    );
 }

@@ -18,6 +18,8 @@ use crate::orders::{
 };
 use crate::state::AppState;
 use crate::store::Store;
+use crate::telemetry::metrics::{ORDERS_CREATED, STATUS_TRANSITIONS};
+use metrics::counter;
 
 /// Default page size for listings.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -164,6 +166,7 @@ async fn create(
     let new = parse_new_order(&body)?;
     let order = Order::create(new, orders::now());
     store.insert(&order).await?;
+    counter!(ORDERS_CREATED, "currency" => order.currency.code()).increment(1);
     let location = format!("/api/v1/orders/{}", order.id);
     Ok((
         StatusCode::CREATED,
@@ -270,6 +273,8 @@ pub async fn change_status(store: &Store, id: Uuid, to: OrderStatus) -> Result<O
             })?;
         let now = orders::now();
         if store.update_status(id, order.version, next, now).await? {
+            counter!(STATUS_TRANSITIONS, "from" => order.status.as_str(), "to" => next.as_str())
+                .increment(1);
             order.status = next;
             order.version += 1;
             order.updated_at = now;

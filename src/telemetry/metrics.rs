@@ -1,0 +1,105 @@
+//! Prometheus metrics through the `metrics` facade. The names are a public contract (README).
+//!
+//! The recorder is process-global and can be installed once: [`install`] keeps its handle in a
+//! `OnceLock`, so every app built in one process (tests build many) shares it. Histograms get
+//! explicit buckets (the OpenTelemetry HTTP boundaries); without them the exporter would render
+//! summaries.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Seconds; the OpenTelemetry semantic-convention boundaries for HTTP durations.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Requests served, by method, matched route and status.
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+/// Request latency histogram, by method, matched route and status.
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+/// Requests being served right now.
+pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
+/// Constant 1, labelled with the version and git sha.
+pub const BUILD_INFO: &str = "build_info";
+/// Pool connections by state (`idle`, `in_use`).
+pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+/// Pool capacity.
+pub const DB_POOL_MAX: &str = "db_pool_max_connections";
+/// Query latency histogram, by operation.
+pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
+/// Failed queries, by kind (`unavailable`, `internal`, `corrupt`).
+pub const DB_ERRORS: &str = "db_errors_total";
+/// Orders created, by currency.
+pub const ORDERS_CREATED: &str = "orders_created_total";
+/// Status changes, by from and to.
+pub const STATUS_TRANSITIONS: &str = "order_status_transitions_total";
+/// Spans the trace exporter could not deliver.
+pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
+
+/// The git revision baked in at build time (`GIT_SHA`), or `unknown`.
+pub const GIT_SHA: &str = match option_env!("GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the global recorder (once per process) and returns the handle that renders
+/// `/metrics`.
+pub fn install() -> Result<PrometheusHandle, String> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    &DURATION_BUCKETS,
+                )
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
+            describe();
+            metrics_process::Collector::default().describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => GIT_SHA)
+                .set(1.0);
+            Ok(recorder)
+        })
+        .clone()
+}
+
+/// Renders the exposition text, refreshing process metrics first.
+pub fn render(handle: &PrometheusHandle) -> String {
+    metrics_process::Collector::default().collect();
+    handle.render()
+}
+
+fn describe() {
+    describe_counter!(HTTP_REQUESTS, "HTTP requests served by the API listener");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
+    describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served");
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and git sha");
+    describe_gauge!(DB_POOL_CONNECTIONS, "Database pool connections by state");
+    describe_gauge!(DB_POOL_MAX, "Database pool capacity");
+    describe_histogram!(DB_QUERY_DURATION, Unit::Seconds, "Database query latency");
+    describe_counter!(DB_ERRORS, "Failed database operations by kind");
+    describe_counter!(ORDERS_CREATED, "Orders created by currency");
+    describe_counter!(STATUS_TRANSITIONS, "Order status changes");
+    describe_counter!(SPANS_DROPPED, "Spans the trace exporter failed to deliver");
+}
+
+/// The method label: standard methods as-is, anything else `_OTHER` (bounded cardinality).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
