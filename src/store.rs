@@ -241,7 +241,6 @@ impl Store {
             "db",
             otel.name = %format_args!("{op} orders"),
             otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
             db.system.name = system,
             db.operation.name = op,
             db.collection.name = "orders",
@@ -252,8 +251,11 @@ impl Store {
         histogram!(DB_QUERY_DURATION, "operation" => op).record(start.elapsed().as_secs_f64());
         if let Err(e) = &result {
             counter!(DB_ERRORS, "kind" => e.kind()).increment(1);
-            span.record("otel.status_code", "ERROR");
             span.record("error.type", e.kind());
+            tracing_opentelemetry::OpenTelemetrySpanExt::set_status(
+                &span,
+                opentelemetry::trace::Status::error(e.kind()),
+            );
         }
         result
     }

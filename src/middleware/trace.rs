@@ -77,11 +77,15 @@ pub async fn layer(req: Request, next: Next) -> Response {
         .scope(trace_hex, next.run(req).instrument(span.clone()))
         .await;
 
+    // Typed, straight on the OTel span: fields recorded after the span started would arrive
+    // as strings.
     let status = res.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
         span.record("error.type", status.as_str());
+        span.set_status(opentelemetry::trace::Status::error(
+            status.as_str().to_owned(),
+        ));
     }
     if let Ok(v) = HeaderValue::from_str(&traceparent(trace_id, span_id, sampled)) {
         res.headers_mut().insert("traceparent", v);
@@ -119,13 +123,11 @@ fn server_span(req: &Request) -> tracing::Span {
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        otel.status_code = Empty,
         request_id = %request_id,
         trace_id = Empty,
         span_id = Empty,
         http.request.method = method,
         http.route = %route,
-        http.response.status_code = Empty,
         url.path = %req.uri().path(),
         url.scheme = "http",
         server.address = %host,

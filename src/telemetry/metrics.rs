@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Seconds; the OpenTelemetry semantic-convention boundaries for HTTP durations.
@@ -63,6 +63,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
             metrics_process::Collector::default().describe();
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => GIT_SHA)
                 .set(1.0);
+            // Known label values start at zero, so rates and alerts have a series before the
+            // first failure.
+            for kind in ["unavailable", "internal", "corrupt"] {
+                counter!(DB_ERRORS, "kind" => kind).absolute(0);
+            }
+            counter!(SPANS_DROPPED).absolute(0);
             Ok(recorder)
         })
         .clone()

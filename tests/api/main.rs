@@ -2,9 +2,11 @@
 //! real binary for signals and logs. Backend-sensitive tests run on SQLite (a temp file each) and
 //! PostgreSQL (a fresh database each, from TEST_DATABASE_URL).
 
+mod binary;
 mod errors;
 mod health;
 mod helpers;
 mod orders;
 mod process;
+mod telemetry;
 mod validation;
