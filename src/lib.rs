@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod middleware;
 pub mod orders;
+pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod state;

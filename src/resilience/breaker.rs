@@ -1,0 +1,309 @@
+//! A count-based circuit breaker with Resilience4j's semantics.
+//!
+//! Closed: the last `window` calls are kept; once at least `min(minimum_calls, window)` are
+//! recorded, a failure rate or slow-call rate at or above its threshold opens the breaker.
+//! Open: every call is rejected until the wait is over (optionally growing exponentially up to
+//! a cap on each reopening). Half-open: exactly `half_open_calls` trial calls are admitted, the
+//! rest rejected; when all trials have reported, the same thresholds decide between closed and
+//! open again. Results of calls admitted before a transition are ignored.
+//!
+//! Time is `tokio::time::Instant`, so tests drive it with the paused clock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Calls kept in the closed-state sliding window.
+    pub window: usize,
+    /// Failure rate (0-100) at or above which the breaker opens.
+    pub failure_rate_threshold: f64,
+    /// Calls needed before rates are evaluated (capped at `window`).
+    pub minimum_calls: usize,
+    /// A call slower than this is slow.
+    pub slow_call_duration: Duration,
+    /// Slow-call rate (0-100) at or above which the breaker opens.
+    pub slow_call_rate_threshold: f64,
+    /// How long the breaker stays open the first time.
+    pub open_wait: Duration,
+    /// Growth of the wait on each consecutive reopening (1.0: fixed).
+    pub backoff_multiplier: f64,
+    /// Cap of the grown wait.
+    pub open_wait_max: Duration,
+    /// Trial calls admitted while half-open.
+    pub half_open_calls: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: 50,
+            failure_rate_threshold: 50.0,
+            minimum_calls: 20,
+            slow_call_duration: Duration::from_secs(1),
+            slow_call_rate_threshold: 80.0,
+            open_wait: Duration::from_secs(10),
+            backoff_multiplier: 1.0,
+            open_wait_max: Duration::from_secs(10),
+            half_open_calls: 5,
+        }
+    }
+}
+
+/// The breaker's state, as exported (`circuit_breaker_state`: 0, 1, 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Calls flow; outcomes are recorded.
+    Closed,
+    /// Calls are rejected.
+    Open,
+    /// A few trial calls decide.
+    HalfOpen,
+}
+
+impl State {
+    /// Lower-case name, for labels and `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    /// The gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            Self::Closed => 0.0,
+            Self::Open => 1.0,
+            Self::HalfOpen => 2.0,
+        }
+    }
+}
+
+/// How one call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The call failed (a dependency error or a timeout).
+    pub failed: bool,
+    /// The call took longer than `slow_call_duration`.
+    pub slow: bool,
+}
+
+/// A refused call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// When a call may be tried again.
+    pub retry_after: Duration,
+}
+
+/// Observes transitions (metrics, logs).
+pub trait Observer: Send + Sync {
+    /// The breaker moved from one state to another.
+    fn transition(&self, from: State, to: State);
+}
+
+impl Observer for () {
+    fn transition(&self, _: State, _: State) {}
+}
+
+#[derive(Debug)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { admitted: usize },
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    /// Bumped on every transition; permits from an older generation are ignored.
+    generation: u64,
+    /// Closed: the sliding window. Half-open: the trial results.
+    calls: VecDeque<Outcome>,
+    /// Consecutive openings without a close in between (for the backoff).
+    openings: u32,
+}
+
+/// The breaker. Cheap to share behind an `Arc`.
+pub struct Breaker {
+    cfg: BreakerConfig,
+    inner: Mutex<Inner>,
+    observer: Box<dyn Observer>,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Admission to make one call; report how it went with [`Permit::record`]. A permit dropped
+/// without a report (the call was cancelled, e.g. by the request timeout) counts as a failure.
+#[derive(Debug)]
+pub struct Permit {
+    breaker: Arc<Breaker>,
+    generation: u64,
+    started: Instant,
+    done: bool,
+}
+
+impl Permit {
+    /// Reports the call's result; slowness is measured from admission.
+    pub fn record(mut self, failed: bool) {
+        self.done = true;
+        let slow = self.started.elapsed() > self.breaker.cfg.slow_call_duration;
+        self.breaker
+            .on_result(self.generation, Outcome { failed, slow });
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            let slow = self.started.elapsed() > self.breaker.cfg.slow_call_duration;
+            self.breaker
+                .on_result(self.generation, Outcome { failed: true, slow });
+        }
+    }
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(cfg: BreakerConfig, observer: Box<dyn Observer>) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            inner: Mutex::new(Inner {
+                phase: Phase::Closed,
+                generation: 0,
+                calls: VecDeque::new(),
+                openings: 0,
+            }),
+            observer,
+        })
+    }
+
+    /// The current state (an expired open wait reads as half-open).
+    pub fn state(&self) -> State {
+        let inner = self.lock();
+        match inner.phase {
+            Phase::Closed => State::Closed,
+            Phase::Open { until } if Instant::now() < until => State::Open,
+            Phase::Open { .. } | Phase::HalfOpen { .. } => State::HalfOpen,
+        }
+    }
+
+    /// Asks to make a call.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Phase::Open { until } = inner.phase {
+            if now < until {
+                return Err(Rejected {
+                    retry_after: until - now,
+                });
+            }
+            self.move_to(&mut inner, Phase::HalfOpen { admitted: 0 });
+        }
+        if let Phase::HalfOpen { admitted } = &mut inner.phase {
+            if *admitted >= self.cfg.half_open_calls {
+                return Err(Rejected {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            *admitted += 1;
+        }
+        Ok(Permit {
+            breaker: Arc::clone(self),
+            generation: inner.generation,
+            started: now,
+            done: false,
+        })
+    }
+
+    fn on_result(&self, generation: u64, outcome: Outcome) {
+        let mut inner = self.lock();
+        if generation != inner.generation {
+            return;
+        }
+        match inner.phase {
+            Phase::Closed => {
+                inner.calls.push_back(outcome);
+                while inner.calls.len() > self.cfg.window {
+                    inner.calls.pop_front();
+                }
+                let needed = self.cfg.minimum_calls.min(self.cfg.window).max(1);
+                if inner.calls.len() >= needed && self.trips(&inner.calls) {
+                    self.open(&mut inner);
+                }
+            }
+            Phase::HalfOpen { .. } => {
+                inner.calls.push_back(outcome);
+                if inner.calls.len() >= self.cfg.half_open_calls {
+                    if self.trips(&inner.calls) {
+                        self.open(&mut inner);
+                    } else {
+                        inner.openings = 0;
+                        self.move_to(&mut inner, Phase::Closed);
+                    }
+                }
+            }
+            Phase::Open { .. } => {}
+        }
+    }
+
+    fn trips(&self, calls: &VecDeque<Outcome>) -> bool {
+        let n = calls.len() as f64;
+        let failures = calls.iter().filter(|c| c.failed).count() as f64;
+        let slow = calls.iter().filter(|c| c.slow).count() as f64;
+        failures * 100.0 / n >= self.cfg.failure_rate_threshold
+            || slow * 100.0 / n >= self.cfg.slow_call_rate_threshold
+    }
+
+    fn open(&self, inner: &mut Inner) {
+        let factor = self.cfg.backoff_multiplier.powi(inner.openings as i32);
+        let wait = self
+            .cfg
+            .open_wait
+            .mul_f64(factor)
+            .min(self.cfg.open_wait_max.max(self.cfg.open_wait));
+        inner.openings = inner.openings.saturating_add(1);
+        self.move_to(
+            inner,
+            Phase::Open {
+                until: Instant::now() + wait,
+            },
+        );
+    }
+
+    fn move_to(&self, inner: &mut Inner, to: Phase) {
+        let from = phase_state(&inner.phase);
+        inner.phase = to;
+        inner.generation += 1;
+        inner.calls.clear();
+        self.observer.transition(from, phase_state(&inner.phase));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is a single
+        // assignment sequence), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn phase_state(phase: &Phase) -> State {
+    match phase {
+        Phase::Closed => State::Closed,
+        Phase::Open { .. } => State::Open,
+        Phase::HalfOpen { .. } => State::HalfOpen,
+    }
+}
+
+#[cfg(test)]
+mod tests;
