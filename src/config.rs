@@ -56,6 +56,10 @@ pub struct Settings {
     pub log: LogSettings,
     /// Trace export.
     pub telemetry: TelemetrySettings,
+    /// Token-bucket rate limiting.
+    pub rate_limit: RateLimitSettings,
+    /// The circuit breaker around the database-backed routes.
+    pub circuit_breaker: BreakerSettings,
     /// Graceful shutdown timing.
     pub shutdown: ShutdownSettings,
 }
@@ -71,6 +75,14 @@ pub struct ServerSettings {
     pub ops_port: u16,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Whole-request budget (504 past it).
+    pub request_timeout: Duration,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// API requests served at once before shedding.
+    pub max_in_flight: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[database]`: backend chosen by URL scheme, pool and migrations.
@@ -90,6 +102,8 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
     /// Budget for the readiness database check.
     pub health_timeout: Duration,
+    /// PostgreSQL statement timeout.
+    pub statement_timeout: Duration,
 }
 
 /// `[log]`: filter directives and output format.
@@ -108,6 +122,30 @@ pub enum LogFormat {
     Json,
     /// Human-readable, coloured when on a terminal.
     Pretty,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Limit at all.
+    pub enabled: bool,
+    /// Refuse (true) or only count (false).
+    pub enforce: bool,
+    /// IPv6 key prefix length.
+    pub ipv6_prefix: u8,
+    /// Idle-key eviction period.
+    pub eviction_interval: Duration,
+    /// The policies.
+    pub policies: crate::resilience::limiter::LimiterConfig,
+}
+
+/// `[circuit_breaker]`.
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// Use the breaker at all.
+    pub enabled: bool,
+    /// Its thresholds and timing.
+    pub config: crate::resilience::breaker::BreakerConfig,
 }
 
 /// `[telemetry]`: OTLP trace export and its resource.
@@ -266,6 +304,8 @@ impl Settings {
             database: database(&mut r),
             log: log(&mut r),
             telemetry: telemetry(&mut r),
+            rate_limit: rate_limit(&mut r),
+            circuit_breaker: circuit_breaker(&mut r),
             shutdown: shutdown(&mut r),
         };
         r.finish().map(|()| settings)
@@ -289,11 +329,24 @@ fn server(r: &mut Reader<'_>) -> ServerSettings {
         body_limit > 0,
         "must be at least 1 byte",
     );
+    let request_timeout = r.positive_duration("server.request_timeout");
+    let header_read_timeout = r.positive_duration("server.header_read_timeout");
+    let max_in_flight = r.count("server.max_in_flight");
+    r.check(
+        "server.max_in_flight",
+        max_in_flight >= 1,
+        "must be at least 1",
+    );
+    let trusted_proxies = r.cidrs("server.trusted_proxies");
     ServerSettings {
         host: host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
         port,
         ops_port,
         body_limit,
+        request_timeout,
+        header_read_timeout,
+        max_in_flight,
+        trusted_proxies,
     }
 }
 
@@ -319,6 +372,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
     let busy_timeout = r.duration("database.busy_timeout");
     let migrate_on_start = r.get("database.migrate_on_start");
     let health_timeout = r.positive_duration("database.health_timeout");
+    let statement_timeout = r.positive_duration("database.statement_timeout");
     DatabaseSettings {
         url: url.unwrap_or_default(),
         max_connections,
@@ -327,6 +381,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
         busy_timeout,
         migrate_on_start,
         health_timeout,
+        statement_timeout,
     }
 }
 
@@ -441,3 +496,114 @@ const PROTOCOLS: &str = "\"http/protobuf\" or \"grpc\"";
 #[cfg(not(feature = "otlp-grpc"))]
 const PROTOCOLS: &str =
     "\"http/protobuf\" (\"grpc\" needs a binary built with --features otlp-grpc)";
+
+fn budget(
+    r: &mut Reader<'_>,
+    rate_key: &'static str,
+    burst_key: &'static str,
+) -> Option<crate::resilience::limiter::Budget> {
+    let rate_per_second: f64 = r.get(rate_key);
+    let burst = r.count(burst_key);
+    r.check(
+        rate_key,
+        rate_per_second.is_finite() && (rate_per_second > 0.0 || burst == 0),
+        "must be a positive number of requests per second",
+    );
+    (burst > 0 && rate_per_second > 0.0).then_some(crate::resilience::limiter::Budget {
+        rate_per_second,
+        burst,
+    })
+}
+
+fn rate_limit(r: &mut Reader<'_>) -> RateLimitSettings {
+    let enabled = r.get("rate_limit.enabled");
+    let enforce = r.get("rate_limit.enforce");
+    let ipv6_prefix = r.count("rate_limit.ipv6_prefix");
+    r.check(
+        "rate_limit.ipv6_prefix",
+        ipv6_prefix <= 128,
+        "must be from 0 to 128",
+    );
+    let eviction_interval = r.positive_duration("rate_limit.eviction_interval");
+    let policies = crate::resilience::limiter::LimiterConfig {
+        global: budget(
+            r,
+            "rate_limit.global.rate_per_second",
+            "rate_limit.global.burst",
+        ),
+        per_client: budget(
+            r,
+            "rate_limit.per_client.rate_per_second",
+            "rate_limit.per_client.burst",
+        ),
+        writes: budget(
+            r,
+            "rate_limit.writes.rate_per_second",
+            "rate_limit.writes.burst",
+        ),
+    };
+    RateLimitSettings {
+        enabled,
+        enforce,
+        ipv6_prefix: u8::try_from(ipv6_prefix.min(128)).unwrap_or(64),
+        eviction_interval,
+        policies,
+    }
+}
+
+fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
+    let percent = |r: &mut Reader<'_>, key: &'static str| {
+        let v: f64 = r.get(key);
+        r.check(
+            key,
+            (0.0..=100.0).contains(&v) && v > 0.0,
+            "must be a percentage above 0, at most 100",
+        );
+        v
+    };
+    let enabled = r.get("circuit_breaker.enabled");
+    let window = r.count("circuit_breaker.window");
+    r.check("circuit_breaker.window", window >= 1, "must be at least 1");
+    let failure_rate_threshold = percent(r, "circuit_breaker.failure_rate_threshold");
+    let minimum_calls = r.count("circuit_breaker.minimum_calls");
+    r.check(
+        "circuit_breaker.minimum_calls",
+        minimum_calls >= 1,
+        "must be at least 1",
+    );
+    let slow_call_duration = r.positive_duration("circuit_breaker.slow_call_duration");
+    let slow_call_rate_threshold = percent(r, "circuit_breaker.slow_call_rate_threshold");
+    let open_wait = r.positive_duration("circuit_breaker.open_wait");
+    let backoff_multiplier: f64 = r.get("circuit_breaker.backoff_multiplier");
+    r.check(
+        "circuit_breaker.backoff_multiplier",
+        backoff_multiplier.is_finite() && backoff_multiplier >= 1.0,
+        "must be at least 1.0",
+    );
+    let open_wait_max = r.positive_duration("circuit_breaker.open_wait_max");
+    r.check(
+        "circuit_breaker.open_wait_max",
+        open_wait_max >= open_wait,
+        "must not be shorter than circuit_breaker.open_wait",
+    );
+    let half_open_calls = r.count("circuit_breaker.half_open_calls");
+    r.check(
+        "circuit_breaker.half_open_calls",
+        half_open_calls >= 1,
+        "must be at least 1",
+    );
+    BreakerSettings {
+        enabled,
+        config: crate::resilience::breaker::BreakerConfig {
+            window: window as usize,
+            failure_rate_threshold,
+            minimum_calls: minimum_calls as usize,
+            slow_call_duration,
+            slow_call_rate_threshold,
+            open_wait,
+            backoff_multiplier,
+            open_wait_max,
+            half_open_calls: half_open_calls as usize,
+        },
+    }
+}

@@ -2,6 +2,8 @@
 //! RFC 9457 `application/problem+json` body carrying the request id and trace id; internal detail
 //! is logged, never sent.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -57,6 +59,29 @@ pub enum ApiError {
     /// 422: one entry per invalid field.
     #[error("validation failed: {} problem(s)", .0.len())]
     Validation(Vec<FieldError>),
+    /// 429: a rate-limit policy refused the request.
+    #[error("rate limited by {violated:?}")]
+    RateLimited {
+        /// The refusing policies.
+        violated: Vec<&'static str>,
+        /// Whole seconds to wait, at least 1.
+        retry_after: u64,
+    },
+    /// 503: the database failed or is unreachable (counts against the circuit breaker).
+    #[error("{0}")]
+    Database(#[from] StoreError),
+    /// 503: the circuit breaker is open; the database is not asked.
+    #[error("circuit breaker open")]
+    CircuitOpen {
+        /// Until the breaker lets a trial call through.
+        retry_after: Duration,
+    },
+    /// 503: at the concurrency cap; refused at once, not queued.
+    #[error("overloaded")]
+    Overloaded,
+    /// 504: the request took longer than `server.request_timeout`.
+    #[error("request timed out")]
+    Timeout,
     /// 503: a dependency is down or saturated; retry later.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -64,6 +89,10 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// Marks responses caused by a database failure, for the circuit breaker.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseFailure;
 
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -80,6 +109,8 @@ struct Problem<'a> {
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     current_status: Option<&'a str>,
+    #[serde(rename = "violated-policies", skip_serializing_if = "Option::is_none")]
+    violated_policies: Option<&'a [&'static str]>,
 }
 
 impl ApiError {
@@ -93,6 +124,11 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Database(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CircuitOpen { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +148,9 @@ impl ApiError {
             Self::Validation(_) => "urn:orders-api:problem:validation",
             Self::Conflict { .. } => "urn:orders-api:problem:invalid-transition",
             Self::MalformedJson(_) => "urn:orders-api:problem:malformed-json",
+            Self::RateLimited { .. } => "urn:orders-api:problem:rate-limited",
+            Self::CircuitOpen { .. } => "urn:orders-api:problem:circuit-open",
+            Self::Overloaded => "urn:orders-api:problem:overloaded",
             _ => "about:blank",
         }
     }
@@ -128,8 +167,24 @@ impl ApiError {
                 errors.len(),
                 if errors.len() == 1 { "" } else { "s" }
             ),
-            Self::Unavailable(_) => "a dependency is unavailable; retry later".into(),
-            Self::Internal(_) => "an internal error occurred; quote the request_id".into(),
+            Self::RateLimited { violated, .. } => {
+                format!(
+                    "rate limit exceeded ({}); see Retry-After",
+                    violated.join(", ")
+                )
+            }
+            Self::CircuitOpen { .. } => {
+                "the database is failing; requests are refused until it recovers (see Retry-After)"
+                    .into()
+            }
+            Self::Overloaded => "too many requests in flight; retry shortly".into(),
+            Self::Timeout => "the request took too long and was abandoned".into(),
+            Self::Database(StoreError::Unavailable(_)) | Self::Unavailable(_) => {
+                "a dependency is unavailable; retry later".into()
+            }
+            Self::Database(_) | Self::Internal(_) => {
+                "an internal error occurred; quote the request_id".into()
+            }
         }
     }
 }
@@ -139,6 +194,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match &self {
             Self::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            Self::Database(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "database unavailable")
+            }
+            Self::Database(e) => tracing::error!(error = %e, "database error"),
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
             _ => {}
         }
@@ -156,24 +215,30 @@ impl IntoResponse for ApiError {
             trace_id: trace::current_trace_id(),
             errors,
             current_status,
+            violated_policies: match &self {
+                Self::RateLimited { violated, .. } => Some(violated.as_slice()),
+                _ => None,
+            },
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (status, body).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match &self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::CircuitOpen { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if matches!(self, Self::Database(_)) {
+            res.extensions_mut().insert(DatabaseFailure);
         }
         res
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
-            _ => Self::Internal(e.to_string()),
-        }
     }
 }
 

@@ -8,7 +8,11 @@
 //!    inner layers produced (413, panics turned into 500).
 //! 4. HTTP metrics: counted outside every refusing layer, so their statuses are counted too.
 //! 5. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
-//! 6. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 6. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
+//! 7. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent.
+//! 8. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
+//! 9. circuit breaker: around `/api` routes only; while open, 503 without touching the database.
+//! 10. body limit: extractors refuse bodies over `server.body_limit` with 413.
 //!
 //! Layers go on with `Router::layer`, which wraps every route *inside* the router, so
 //! `MatchedPath` is available for the route label; the fallback is wrapped too, so unmatched
@@ -16,23 +20,72 @@
 //! span and a DEBUG access log: probes and scrapes make no traces, metrics or INFO lines.
 
 pub mod access_log;
+pub mod circuit_breaker;
 pub mod http_metrics;
+pub mod load_shed;
+pub mod rate_limit;
 pub mod request_id;
+pub mod timeout;
 pub mod trace;
 
 use std::any::Any;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
+use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::ServerSettings;
+use crate::config::{ServerSettings, Settings};
 use crate::error::ApiError;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::client_ip::ClientIp;
+use crate::resilience::limiter::Limiter;
+
+/// The shared state of the guarding layers: one instance per process, shared by every route
+/// (`Router::layer` clones layers per route, so state lives behind `Arc`s built once here).
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// Token buckets, unless `rate_limit.enabled = false`.
+    pub rate_limit: Option<Arc<rate_limit::RateLimit>>,
+    /// The database breaker, unless `circuit_breaker.enabled = false`.
+    pub breaker: Option<Arc<Breaker>>,
+    /// In-flight slots.
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl Guards {
+    /// Builds the guards the settings ask for.
+    pub fn new(settings: &Settings) -> Self {
+        let rl = &settings.rate_limit;
+        let rate_limit = rl.enabled.then(|| {
+            Arc::new(rate_limit::RateLimit {
+                limiter: Limiter::new(&rl.policies),
+                clients: ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix),
+                enforce: rl.enforce,
+            })
+        });
+        let cb = &settings.circuit_breaker;
+        let breaker = cb.enabled.then(|| {
+            circuit_breaker::MetricsObserver::register();
+            Breaker::new(
+                cb.config.clone(),
+                Box::new(circuit_breaker::MetricsObserver),
+            )
+        });
+        Self {
+            rate_limit,
+            breaker,
+            in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight as usize)),
+        }
+    }
+}
 
 /// Wraps the API router in the full stack.
-pub fn api(router: Router, cfg: &ServerSettings) -> Router {
+pub fn api(router: Router, cfg: &ServerSettings, guards: &Guards) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(request_id::layer))
@@ -43,8 +96,38 @@ pub fn api(router: Router, cfg: &ServerSettings) -> Router {
             ))
             .layer(axum::middleware::from_fn(http_metrics::layer))
             .layer(CatchPanicLayer::custom(panic_response))
+            .layer(axum::middleware::from_fn_with_state(
+                cfg.request_timeout,
+                timeout::layer,
+            ))
+            .layer(option_layer(guards.rate_limit.clone().map(|rl| {
+                axum::middleware::from_fn_with_state(rl, rate_limit::layer)
+            })))
+            .layer(axum::middleware::from_fn_with_state(
+                guards.in_flight.clone(),
+                load_shed::layer,
+            ))
+            .layer(option_layer(guards.breaker.clone().map(|b| {
+                axum::middleware::from_fn_with_state(b, circuit_breaker::layer)
+            })))
             .layer(DefaultBodyLimit::max(cfg.body_limit)),
     )
+}
+
+fn matched(req: &Request) -> &str {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str)
+}
+
+/// Probes are never limited, shed or broken.
+pub fn is_probe(req: &Request) -> bool {
+    matches!(matched(req), "/healthz" | "/readyz")
+}
+
+/// The database-backed, versioned API routes.
+pub fn is_api(req: &Request) -> bool {
+    matched(req).starts_with("/api/")
 }
 
 /// Wraps the ops router (probes, metrics) in the minimal stack.

@@ -8,12 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::config::{DatabaseSettings, Settings, ShutdownSettings};
+use crate::middleware::Guards;
 use crate::state::{AppState, Health};
 use crate::store::Store;
 use crate::{middleware, router};
@@ -27,6 +34,7 @@ pub struct Server {
     ops: TcpListener,
     state: AppState,
     settings: Settings,
+    guards: Guards,
 }
 
 impl Server {
@@ -36,16 +44,19 @@ impl Server {
         let api = TcpListener::bind((host, settings.server.port)).await?;
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
         let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
+        let guards = Guards::new(&settings);
         let state = AppState {
             store,
             health: Arc::new(Health::new(settings.database.health_timeout)),
             metrics,
+            breaker: guards.breaker.clone(),
         };
         Ok(Self {
             api,
             ops,
             state,
             settings,
+            guards,
         })
     }
 
@@ -66,6 +77,7 @@ impl Server {
             ops,
             state,
             settings,
+            guards,
         } = self;
         tracing::info!(
             api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -81,11 +93,22 @@ impl Server {
             settings.database.clone(),
         ));
         let upkeep = tokio::spawn(metrics_upkeep(state.metrics.clone()));
-        let api_app = middleware::api(router::api(state.clone()), &settings.server);
+        let eviction = guards.rate_limit.clone().map(|rl| {
+            let every = settings.rate_limit.eviction_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    rl.evict();
+                }
+            })
+        });
+        let api_app = middleware::api(router::api(state.clone()), &settings.server, &guards);
         let ops_app = middleware::ops(router::ops(state.clone()));
         let stop = CancellationToken::new();
-        let api_task = serve(api, api_app, stop.clone());
-        let ops_task = serve(ops, ops_app, stop.clone());
+        let header_timeout = settings.server.header_read_timeout;
+        let api_task = serve(api, api_app, stop.clone(), header_timeout);
+        let ops_task = serve(ops, ops_app, stop.clone(), header_timeout);
 
         shutdown.await;
         drain(
@@ -97,25 +120,66 @@ impl Server {
         .await;
         schema.abort();
         upkeep.abort();
+        if let Some(task) = eviction {
+            task.abort();
+        }
         state.store.close().await;
         tracing::info!("shutdown complete");
     }
 }
 
-fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> JoinHandle<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+/// Accepts connections until `stop`, then waits for the open ones to finish their requests.
+/// A client that does not finish sending its request headers within `header_read_timeout` is
+/// disconnected, so slow clients cannot pin connections.
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    header_read_timeout: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let make = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, make)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "listener failed");
+        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => break,
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let service = app
+                .clone()
+                .map_request(move |mut req: hyper::Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.map(Body::new)
+                });
+            let conn = http
+                .serve_connection_with_upgrades(
+                    TokioIo::new(tcp),
+                    TowerToHyperService::new(service),
+                )
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, client = %peer, "connection ended with an error");
+                }
+            });
         }
+        drop(listener);
+        graceful.shutdown().await;
     })
 }
 

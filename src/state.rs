@@ -19,6 +19,14 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The database breaker, reported by `/readyz`.
+    pub breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
+}
+
+impl FromRef<AppState> for Option<Arc<crate::resilience::breaker::Breaker>> {
+    fn from_ref(state: &AppState) -> Self {
+        state.breaker.clone()
+    }
 }
 
 impl FromRef<AppState> for PrometheusHandle {

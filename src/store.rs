@@ -77,10 +77,11 @@ impl StoreError {
     }
 }
 
-/// SQLite busy/locked, PostgreSQL connection exceptions, shutdown and resource exhaustion.
+/// SQLite busy/locked, PostgreSQL connection exceptions, statement timeouts, shutdown and
+/// resource exhaustion.
 fn is_transient(code: Option<&str>) -> bool {
     match code {
-        Some("5" | "6" | "261" | "262" | "517") => true,
+        Some("5" | "6" | "261" | "262" | "517" | "57014") => true,
         Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"),
         None => false,
     }

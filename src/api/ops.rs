@@ -13,6 +13,7 @@ use metrics::gauge;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::resilience::breaker::Breaker;
 use crate::state::{AppState, Health};
 use crate::store::Store;
 use crate::telemetry::metrics::{DB_POOL_CONNECTIONS, DB_POOL_MAX, render};
@@ -80,11 +81,16 @@ impl Check {
 pub struct Readiness {
     status: &'static str,
     checks: Vec<Check>,
+    /// Reported, never a reason to be unready: a shared database outage must not pull every
+    /// pod out of the Service at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<serde_json::Value>,
 }
 
 async fn readyz(
     State(store): State<Store>,
     State(health): State<Arc<Health>>,
+    State(breaker): State<Option<Arc<Breaker>>>,
 ) -> (StatusCode, Json<Readiness>) {
     let started = Instant::now();
     let db = match tokio::time::timeout(health.db_timeout, store.ping()).await {
@@ -110,5 +116,15 @@ async fn readyz(
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
-    (code, Json(Readiness { status, checks }))
+    let circuit_breaker = breaker.map(|b| {
+        serde_json::json!({ "name": crate::middleware::circuit_breaker::NAME, "state": b.state().as_str() })
+    });
+    (
+        code,
+        Json(Readiness {
+            status,
+            checks,
+            circuit_breaker,
+        }),
+    )
 }

@@ -95,6 +95,41 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A list of CIDR blocks (a plain address means just that host): a TOML array, or a
+    /// comma-separated string from the environment.
+    pub(super) fn cidrs(&mut self, key: &'static str) -> Vec<ipnet::IpNet> {
+        self.read.insert(key);
+        let items: Vec<String> = match self.sources.figment.find_value(key) {
+            Ok(Value::Array(_, items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+                .collect(),
+            Ok(Value::String(_, s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => {
+                self.invalid(key, "expected a list of CIDRs such as [\"10.0.0.0/8\"]");
+                return Vec::new();
+            }
+        };
+        let mut nets = Vec::new();
+        for item in items {
+            let net = item.parse::<ipnet::IpNet>().ok().or_else(|| {
+                item.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            });
+            match net {
+                Some(n) => nets.push(n),
+                None => self.invalid(key, &format!("{item:?} is not a CIDR or IP address")),
+            }
+        }
+        nets
+    }
+
     /// A size in bytes: an integer, or text such as `"64KiB"`.
     pub(super) fn size(&mut self, key: &'static str) -> usize {
         self.read.insert(key);

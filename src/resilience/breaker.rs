@@ -189,6 +189,11 @@ impl Breaker {
         })
     }
 
+    /// Calls slower than this are slow.
+    pub fn slow_call_duration(&self) -> Duration {
+        self.cfg.slow_call_duration
+    }
+
     /// The current state (an expired open wait reads as half-open).
     pub fn state(&self) -> State {
         let inner = self.lock();

@@ -27,7 +27,11 @@ impl PgStore {
     pub(super) fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(cfg.url.expose())
             .map_err(|e| StoreError::Config(e.to_string()))?
-            .application_name("orders-api");
+            .application_name("orders-api")
+            .options([(
+                "statement_timeout",
+                cfg.statement_timeout.as_millis().to_string(),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .min_connections(cfg.min_connections)

@@ -35,6 +35,18 @@ pub const DB_ERRORS: &str = "db_errors_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 /// Status changes, by from and to.
 pub const STATUS_TRANSITIONS: &str = "order_status_transitions_total";
+/// Requests refused at the concurrency cap.
+pub const HTTP_SHED: &str = "http_requests_shed_total";
+/// Rate-limit verdicts, by policy and decision (`allowed`, `limited`, `shadow_limited`).
+pub const RATE_LIMIT_DECISIONS: &str = "rate_limit_decisions_total";
+/// Clients currently tracked, by policy.
+pub const RATE_LIMIT_KEYS: &str = "rate_limit_keys";
+/// Breaker state: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "circuit_breaker_state";
+/// Breaker state changes, by from and to.
+pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
+/// Calls through the breaker, by outcome (`success`, `failure`, `slow`, `rejected`).
+pub const BREAKER_CALLS: &str = "circuit_breaker_calls_total";
 /// Spans the trace exporter could not deliver.
 pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
 
@@ -69,6 +81,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 counter!(DB_ERRORS, "kind" => kind).absolute(0);
             }
             counter!(SPANS_DROPPED).absolute(0);
+            counter!(HTTP_SHED).absolute(0);
             Ok(recorder)
         })
         .clone()
@@ -92,6 +105,21 @@ fn describe() {
     describe_counter!(ORDERS_CREATED, "Orders created by currency");
     describe_counter!(STATUS_TRANSITIONS, "Order status changes");
     describe_counter!(SPANS_DROPPED, "Spans the trace exporter failed to deliver");
+    describe_counter!(HTTP_SHED, "Requests refused at the in-flight cap");
+    describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions by policy");
+    describe_gauge!(
+        RATE_LIMIT_KEYS,
+        "Clients tracked by each keyed rate-limit policy"
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker state changes");
+    describe_counter!(
+        BREAKER_CALLS,
+        "Calls through the circuit breaker by outcome"
+    );
 }
 
 /// The method label: standard methods as-is, anything else `_OTHER` (bounded cardinality).

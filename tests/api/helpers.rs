@@ -154,6 +154,8 @@ pub fn test_settings(db_url: &str, env: &[(&str, &str)]) -> Settings {
         ("APP_SERVER__OPS_PORT".into(), "0".into()),
         ("APP_SHUTDOWN__DRAIN_DELAY".into(), "0s".into()),
         ("APP_DATABASE__URL".into(), db_url.into()),
+        // Tests send bursts from one address; the limiter has tests of its own.
+        ("APP_RATE_LIMIT__ENABLED".into(), "false".into()),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&LoadOptions {
