@@ -440,7 +440,7 @@ fn telemetry(r: &mut Reader<'_>) -> TelemetrySettings {
         "parentbased_traceidratio" => Some(SamplerKind::ParentBasedTraceIdRatio),
         _ => None,
     });
-    let sampler_arg: f64 = r.get("telemetry.sampler_arg");
+    let sampler_arg = r.float("telemetry.sampler_arg");
     r.check(
         "telemetry.sampler_arg",
         (0.0..=1.0).contains(&sampler_arg),
@@ -502,7 +502,7 @@ fn budget(
     rate_key: &'static str,
     burst_key: &'static str,
 ) -> Option<crate::resilience::limiter::Budget> {
-    let rate_per_second: f64 = r.get(rate_key);
+    let rate_per_second = r.float(rate_key);
     let burst = r.count(burst_key);
     r.check(
         rate_key,
@@ -553,7 +553,7 @@ fn rate_limit(r: &mut Reader<'_>) -> RateLimitSettings {
 
 fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
     let percent = |r: &mut Reader<'_>, key: &'static str| {
-        let v: f64 = r.get(key);
+        let v = r.float(key);
         r.check(
             key,
             (0.0..=100.0).contains(&v) && v > 0.0,
@@ -574,7 +574,7 @@ fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
     let slow_call_duration = r.positive_duration("circuit_breaker.slow_call_duration");
     let slow_call_rate_threshold = percent(r, "circuit_breaker.slow_call_rate_threshold");
     let open_wait = r.positive_duration("circuit_breaker.open_wait");
-    let backoff_multiplier: f64 = r.get("circuit_breaker.backoff_multiplier");
+    let backoff_multiplier = r.float("circuit_breaker.backoff_multiplier");
     r.check(
         "circuit_breaker.backoff_multiplier",
         backoff_multiplier.is_finite() && backoff_multiplier >= 1.0,

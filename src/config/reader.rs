@@ -130,6 +130,21 @@ impl<'a> Reader<'a> {
         nets
     }
 
+    /// A floating-point number. Strings from the environment are parsed as f64 here: the
+    /// lenient conversion would go through f32 and turn "0.01" into 0.0099999998.
+    pub(super) fn float(&mut self, key: &'static str) -> f64 {
+        self.read.insert(key);
+        let parsed = match self.sources.figment.find_value(key) {
+            Ok(Value::String(_, s)) => s.trim().parse::<f64>().ok(),
+            Ok(Value::Num(_, n)) => n.to_f64(),
+            _ => None,
+        };
+        parsed.filter(|f| f.is_finite()).unwrap_or_else(|| {
+            self.invalid(key, "expected a number");
+            0.0
+        })
+    }
+
     /// A size in bytes: an integer, or text such as `"64KiB"`.
     pub(super) fn size(&mut self, key: &'static str) -> usize {
         self.read.insert(key);

@@ -149,8 +149,10 @@ impl<L> Policy<L> {
     }
 }
 
+/// Whole seconds, rounded up; a sub-microsecond remainder is float noise from the rate's
+/// reciprocal (1 / 0.01 s is not exactly 100 s), not time anyone waits.
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs() + u64::from(d.subsec_nanos() > 1_000)
 }
 
 /// The limiter: see the module docs.

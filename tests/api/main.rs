@@ -4,9 +4,11 @@
 
 mod binary;
 mod errors;
+mod faults;
 mod health;
 mod helpers;
 mod orders;
 mod process;
+mod resilience;
 mod telemetry;
 mod validation;

@@ -1,0 +1,403 @@
+//! The guards over real HTTP: rate limiting with its headers, load shedding, timeouts, slow
+//! clients, and the circuit breaker under PostgreSQL faults injected by a TCP proxy.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::faults::{FaultProxy, until};
+use crate::helpers::{Backend, TestApp, order_body, problem};
+
+/// A near-zero refill rate, so the bucket only drains while a test runs.
+const STRICT: [(&str, &str); 6] = [
+    ("APP_RATE_LIMIT__ENABLED", "true"),
+    ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "0.01"),
+    ("APP_RATE_LIMIT__PER_CLIENT__BURST", "3"),
+    ("APP_RATE_LIMIT__GLOBAL__BURST", "0"),
+    ("APP_RATE_LIMIT__WRITES__BURST", "0"),
+    ("APP_CONFIG_DIR", "/nonexistent"),
+];
+
+async fn get_with(app: &TestApp, path: &str, xff: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.get(app.url(path));
+    if let Some(x) = xff {
+        req = req.header("x-forwarded-for", x);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn rate_limit_refuses_with_problem_and_headers_and_ignores_forged_xff() {
+    let app = TestApp::spawn_with(Backend::sqlite(), &STRICT).await;
+    for remaining in [2, 1, 0] {
+        let res = get_with(&app, "/api/v1/orders", None).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["ratelimit-policy"],
+            "\"per-client\";q=3;w=300"
+        );
+        let state = res.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(
+            state.starts_with(&format!("\"per-client\";r={remaining};t=")),
+            "{state}"
+        );
+    }
+    // A forged X-Forwarded-For from an untrusted peer lands in the peer's bucket.
+    let res = get_with(&app, "/api/v1/orders", Some("203.0.113.77")).await;
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let state = res.headers()["ratelimit"].to_str().unwrap().to_string();
+    let body = problem(res, 429).await;
+    assert_eq!(body["violated-policies"], serde_json::json!(["per-client"]));
+    let t: u64 = state.rsplit("t=").next().unwrap().parse().unwrap();
+    assert!(state.contains("r=0"));
+    assert!(
+        retry_after >= 1 && retry_after >= t,
+        "Retry-After {retry_after} before t={t}"
+    );
+    // Probes are never limited.
+    for _ in 0..10 {
+        assert_eq!(get_with(&app, "/healthz", None).await.status(), 200);
+        assert_eq!(get_with(&app, "/readyz", None).await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_gets_its_own_bucket() {
+    let mut env = STRICT.to_vec();
+    env.push(("APP_SERVER__TRUSTED_PROXIES", "127.0.0.0/8"));
+    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get_with(&app, "/api/v1/orders", Some("198.51.100.1"))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        get_with(&app, "/api/v1/orders", Some("198.51.100.1"))
+            .await
+            .status(),
+        429
+    );
+    // The left-most entry is the client's own claim; the proxy appended the real address.
+    let chain = "198.51.100.2, 198.51.100.1";
+    assert_eq!(
+        get_with(&app, "/api/v1/orders", Some(chain)).await.status(),
+        429
+    );
+    assert_eq!(
+        get_with(&app, "/api/v1/orders", Some("198.51.100.2"))
+            .await
+            .status(),
+        200
+    );
+    // IPv6 clients in one /64 share a bucket.
+    for i in 0..3 {
+        let ip = format!("2001:db8:1:2::{i}");
+        assert_eq!(
+            get_with(&app, "/api/v1/orders", Some(&ip)).await.status(),
+            200
+        );
+    }
+    let neighbour = get_with(&app, "/api/v1/orders", Some("2001:db8:1:2:ffff::9")).await;
+    assert_eq!(neighbour.status(), 429);
+}
+
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn shadow_mode_counts_refusals_but_serves() {
+    let mut env = STRICT.to_vec();
+    env.push(("APP_RATE_LIMIT__ENFORCE", "false"));
+    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    let scrape = || async {
+        app.client
+            .get(app.ops_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let labels = "decision=\"shadow_limited\",policy=\"per-client\"";
+    let labels_alt = "policy=\"per-client\",decision=\"shadow_limited\"";
+    let before = scrape().await;
+    let shadow_before = metric(&before, "rate_limit_decisions_total", labels)
+        + metric(&before, "rate_limit_decisions_total", labels_alt);
+    for _ in 0..6 {
+        assert_eq!(get_with(&app, "/api/v1/orders", None).await.status(), 200);
+    }
+    let after = scrape().await;
+    let shadow_after = metric(&after, "rate_limit_decisions_total", labels)
+        + metric(&after, "rate_limit_decisions_total", labels_alt);
+    assert_eq!(shadow_after - shadow_before, 3.0);
+}
+
+/// Holds SQLite's write lock from outside the service, so its writes wait (in flight).
+async fn lock_writes(app: &TestApp) -> sqlx::SqliteConnection {
+    let url = app.backend.url();
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_in_flight_requests_are_shed_at_once() {
+    // The held write waits on SQLite's lock for up to 60 s: long enough to observe, however
+    // slowly the machine runs.
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[
+            ("APP_SERVER__MAX_IN_FLIGHT", "1"),
+            ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
+        ],
+    )
+    .await;
+    let mut lock = lock_writes(&app).await;
+    let url = app.url("/api/v1/orders");
+    let client = app.client.clone();
+    let slow = tokio::spawn(async move {
+        let res = client.post(url).json(&order_body("held")).send().await;
+        let res = res.unwrap_or_else(|e| panic!("held request failed: {e:?}"));
+        let status = res.status();
+        assert_eq!(
+            status,
+            201,
+            "held request: {}",
+            res.text().await.unwrap_or_default()
+        );
+        status
+    });
+    // Until the first request holds the only slot, a second may still be admitted; once the slot
+    // is taken, the next one is refused at once rather than queued behind it.
+    until("the slot is taken", || async {
+        let res = app.get("/api/v1/orders").await;
+        assert!(!slow.is_finished(), "the held request ended early");
+        res.status() == 503
+    })
+    .await;
+    let res = app.get("/api/v1/orders").await;
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = problem(res, 503).await;
+    assert_eq!(body["type"], "urn:orders-api:problem:overloaded");
+    // Probes still answer.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_eq!(slow.await.unwrap(), 201, "the admitted request completes");
+    let text = app
+        .client
+        .get(app.ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&text, "http_requests_shed_total", "") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_timeout_get_504() {
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[
+            ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
+            ("APP_DATABASE__BUSY_TIMEOUT", "5s"),
+        ],
+    )
+    .await;
+    let mut lock = lock_writes(&app).await;
+    let res = app.post_json("/api/v1/orders", &order_body("late")).await;
+    let body = problem(res, 504).await;
+    assert_eq!(body["title"], "Gateway Timeout");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_eq!(
+        app.post_json("/api/v1/orders", &order_body("ok"))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn clients_that_dribble_headers_are_disconnected() {
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[("APP_SERVER__HEADER_READ_TIMEOUT", "300ms")],
+    )
+    .await;
+    let api = app.api;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(api).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /api/v1/orders HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .unwrap();
+        let mut buf = Vec::new();
+        // The server must close the connection; a 10 s read timeout means it did not.
+        s.read_to_end(&mut buf)
+            .map(|_| String::from_utf8_lossy(&buf).to_string())
+    })
+    .await
+    .unwrap();
+    let response = outcome.expect("connection closed by the server, not left hanging");
+    assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+    // Well-behaved clients are unaffected.
+    assert_eq!(app.get("/api/v1/orders").await.status(), 200);
+}
+
+/// PostgreSQL behind a proxy that cuts and stalls: the breaker opens within one window and then
+/// spares the database, recovers through half-open, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_opens_on_database_faults_recovers_and_loses_nothing() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let real = backend.url();
+    let start = real.find('@').unwrap() + 1;
+    let end = start + real[start..].find('/').unwrap();
+    let proxy = FaultProxy::start(real[start..end].to_string()).await;
+    let url = format!("{}{}{}", &real[..start], proxy.addr, &real[end..]);
+    let app = TestApp::start_url(
+        backend,
+        Some(url),
+        &[
+            ("APP_CIRCUIT_BREAKER__WINDOW", "10"),
+            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "5"),
+            ("APP_CIRCUIT_BREAKER__OPEN_WAIT", "1s"),
+            ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "1s"),
+            ("APP_CIRCUIT_BREAKER__HALF_OPEN_CALLS", "2"),
+            ("APP_DATABASE__ACQUIRE_TIMEOUT", "300ms"),
+            ("APP_DATABASE__STATEMENT_TIMEOUT", "500ms"),
+            ("APP_SERVER__REQUEST_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let mut acknowledged = HashSet::new();
+    for i in 0..5 {
+        let order = app.create_order(&order_body(&format!("before-{i}"))).await;
+        acknowledged.insert(order["id"].as_str().unwrap().to_string());
+    }
+
+    // Cut: failures open the breaker within one window of calls.
+    proxy.cut();
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let res = app
+            .post_json("/api/v1/orders", &order_body(&format!("cut-{i}")))
+            .await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        if status == 201 {
+            acknowledged.insert(body["id"].as_str().unwrap().to_string());
+        }
+        statuses.push((
+            status,
+            body["type"].as_str().unwrap_or_default().to_string(),
+        ));
+        if body["type"] == "urn:orders-api:problem:circuit-open" {
+            break;
+        }
+    }
+    assert!(
+        statuses
+            .iter()
+            .any(|(_, t)| t == "urn:orders-api:problem:circuit-open"),
+        "breaker did not open within one window: {statuses:?}"
+    );
+    // While open, requests are refused without reaching the database.
+    let attempts = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..20 {
+        let res = app.get("/api/v1/orders").await;
+        let retry_after: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=1).contains(&retry_after));
+        let body = problem(res, 503).await;
+        assert_eq!(body["type"], "urn:orders-api:problem:circuit-open");
+    }
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        attempts,
+        "open breaker reached the database"
+    );
+    let ready: Value = app
+        .client
+        .get(app.ops_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["circuit_breaker"]["state"], "open");
+
+    // Restore: after the wait, trial calls pass and the breaker closes.
+    proxy.restore();
+    until("breaker closed", || async {
+        app.post_json("/api/v1/orders", &order_body("trial"))
+            .await
+            .status()
+            == 201
+            && app
+                .client
+                .get(app.ops_url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["circuit_breaker"]["state"]
+                == "closed"
+    })
+    .await;
+
+    // Stall: requests end within the configured bounds (503 or 504), never hang.
+    proxy.stall();
+    let stalled = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .json(&order_body("stalled"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("answered within the request timeout");
+    assert!(
+        [503, 504].contains(&stalled.status().as_u16()),
+        "{}",
+        stalled.status()
+    );
+    proxy.restore();
+    until("pool recovered", || async {
+        app.post_json("/api/v1/orders", &order_body("after"))
+            .await
+            .status()
+            == 201
+    })
+    .await;
+
+    for id in &acknowledged {
+        let res = app.get(&format!("/api/v1/orders/{id}")).await;
+        assert_eq!(res.status(), 200, "acknowledged order {id} lost");
+    }
+}
