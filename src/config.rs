@@ -113,6 +113,8 @@ pub struct LogSettings {
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+    /// Whether the access layer runs.
+    pub access: bool,
 }
 
 /// Log output format.
@@ -159,6 +161,8 @@ pub struct TelemetrySettings {
     pub sampler: SamplerKind,
     /// Ratio for the ratio samplers.
     pub sampler_arg: f64,
+    /// Whether the HTTP metrics layer runs.
+    pub http_metrics: bool,
     /// Where and how spans are exported.
     pub otlp: OtlpSettings,
 }
@@ -395,9 +399,11 @@ fn log(r: &mut Reader<'_>) -> LogSettings {
         "pretty" => Some(LogFormat::Pretty),
         _ => None,
     });
+    let access = r.get("log.access");
     LogSettings {
         level,
         format: format.unwrap_or(LogFormat::Json),
+        access,
     }
 }
 
@@ -441,6 +447,7 @@ fn telemetry(r: &mut Reader<'_>) -> TelemetrySettings {
         _ => None,
     });
     let sampler_arg = r.float("telemetry.sampler_arg");
+    let http_metrics = r.get("telemetry.http_metrics");
     r.check(
         "telemetry.sampler_arg",
         (0.0..=1.0).contains(&sampler_arg),
@@ -479,6 +486,7 @@ fn telemetry(r: &mut Reader<'_>) -> TelemetrySettings {
         resource_attributes,
         sampler: sampler.unwrap_or(SamplerKind::ParentBasedAlwaysOn),
         sampler_arg,
+        http_metrics,
         otlp: OtlpSettings {
             endpoint,
             traces_endpoint,

@@ -84,17 +84,43 @@ impl Guards {
     }
 }
 
+/// Which optional observability layers run (all, normally; switched off to measure their cost).
+#[derive(Debug, Clone, Copy)]
+pub struct Optional {
+    /// The access log layer.
+    pub access_log: bool,
+    /// The HTTP metrics layer.
+    pub http_metrics: bool,
+}
+
+impl Optional {
+    /// From the settings: `log.access` and `telemetry.http_metrics`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            access_log: settings.log.access,
+            http_metrics: settings.telemetry.http_metrics,
+        }
+    }
+}
+
 /// Wraps the API router in the full stack.
-pub fn api(router: Router, cfg: &ServerSettings, guards: &Guards) -> Router {
+pub fn api(router: Router, cfg: &ServerSettings, guards: &Guards, optional: Optional) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(axum::middleware::from_fn(trace::layer))
             .layer(axum::middleware::from_fn_with_state(
-                access_log::Level::Info,
+                if optional.access_log {
+                    access_log::Level::Info
+                } else {
+                    access_log::Level::Off
+                },
                 access_log::layer,
             ))
-            .layer(axum::middleware::from_fn(http_metrics::layer))
+            .layer(axum::middleware::from_fn_with_state(
+                optional.http_metrics,
+                http_metrics::layer,
+            ))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(axum::middleware::from_fn_with_state(
                 cfg.request_timeout,

@@ -103,7 +103,13 @@ impl Server {
                 }
             })
         });
-        let api_app = middleware::api(router::api(state.clone()), &settings.server, &guards);
+        let optional = middleware::Optional::from_settings(&settings);
+        let api_app = middleware::api(
+            router::api(state.clone()),
+            &settings.server,
+            &guards,
+            optional,
+        );
         let ops_app = middleware::ops(router::ops(state.clone()));
         let stop = CancellationToken::new();
         let header_timeout = settings.server.header_read_timeout;

@@ -19,6 +19,8 @@ pub enum Level {
     Info,
     /// Ops traffic.
     Debug,
+    /// Not logged (`log.access = false`); the layer passes requests straight through.
+    Off,
 }
 
 macro_rules! access_event {
@@ -26,12 +28,16 @@ macro_rules! access_event {
         match $level {
             Level::Info => tracing::info!(target: "access", $($fields)*),
             Level::Debug => tracing::debug!(target: "access", $($fields)*),
+            Level::Off => {}
         }
     };
 }
 
 /// Middleware: see the module docs.
 pub async fn layer(State(level): State<Level>, req: Request, next: Next) -> Response {
+    if matches!(level, Level::Off) {
+        return next.run(req).await;
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{counter, gauge, histogram};
@@ -27,8 +27,11 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware: see the module docs.
-pub async fn layer(req: Request, next: Next) -> Response {
+/// Middleware: see the module docs. `enabled = false` passes requests straight through.
+pub async fn layer(State(enabled): State<bool>, req: Request, next: Next) -> Response {
+    if !enabled {
+        return next.run(req).await;
+    }
     let _in_flight = InFlight::enter();
     let start = Instant::now();
     let method = method_label(req.method());

@@ -136,7 +136,8 @@ async fn panics_become_500_without_internals() {
         }),
     );
     let guards = orders_api::middleware::Guards::new(&settings);
-    let app = orders_api::middleware::api(router, &settings.server, &guards)
+    let optional = orders_api::middleware::Optional::from_settings(&settings);
+    let app = orders_api::middleware::api(router, &settings.server, &guards, optional)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
