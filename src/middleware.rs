@@ -1,6 +1,7 @@
 //! THE ordered middleware stack, written once.
 //!
 //! API listener, outermost first:
+//! 0. drain: once shutdown has begun, responses carry `Connection: close`.
 //! 1. request id: accept or mint `x-request-id`, echo it. Outermost so every error body has it.
 //! 2. trace: the server span (W3C `traceparent` in and out); every later log line carries its
 //!    `trace_id`, `span_id` and the request id.
@@ -21,6 +22,7 @@
 
 pub mod access_log;
 pub mod circuit_breaker;
+pub mod drain;
 pub mod http_metrics;
 pub mod load_shed;
 pub mod rate_limit;
@@ -44,6 +46,7 @@ use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::client_ip::ClientIp;
 use crate::resilience::limiter::Limiter;
+use crate::state::Health;
 
 /// The shared state of the guarding layers: one instance per process, shared by every route
 /// (`Router::layer` clones layers per route, so state lives behind `Arc`s built once here).
@@ -104,9 +107,16 @@ impl Optional {
 }
 
 /// Wraps the API router in the full stack.
-pub fn api(router: Router, cfg: &ServerSettings, guards: &Guards, optional: Optional) -> Router {
+pub fn api(
+    router: Router,
+    cfg: &ServerSettings,
+    guards: &Guards,
+    optional: Optional,
+    health: Arc<Health>,
+) -> Router {
     router.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(health, drain::layer))
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(axum::middleware::from_fn(trace::layer))
             .layer(axum::middleware::from_fn_with_state(
@@ -157,9 +167,10 @@ pub fn is_api(req: &Request) -> bool {
 }
 
 /// Wraps the ops router (probes, metrics) in the minimal stack.
-pub fn ops(router: Router) -> Router {
+pub fn ops(router: Router, health: Arc<Health>) -> Router {
     router.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(health, drain::layer))
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(axum::middleware::from_fn(request_id::ops_span))
             .layer(axum::middleware::from_fn_with_state(

@@ -109,8 +109,9 @@ impl Server {
             &settings.server,
             &guards,
             optional,
+            state.health.clone(),
         );
-        let ops_app = middleware::ops(router::ops(state.clone()));
+        let ops_app = middleware::ops(router::ops(state.clone()), state.health.clone());
         let stop = CancellationToken::new();
         let header_timeout = settings.server.header_read_timeout;
         let api_task = serve(api, api_app, stop.clone(), header_timeout);

@@ -44,10 +44,26 @@ fn sigterm_drains_finishes_in_flight_requests_and_exits_zero() {
             .success()
     );
 
-    // During the drain the process still serves, but reports not ready.
+    // During the drain the process still serves, but reports not ready, and tells keep-alive
+    // clients to go elsewhere.
     eventually("readyz 503 while draining", || {
         get_status(app.ops, "/readyz").ok() == Some(503)
     });
+    let mut keep_alive = TcpStream::connect(app.api).unwrap();
+    keep_alive
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    keep_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = keep_alive.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("connection: close"),
+        "no Connection: close while draining: {head}"
+    );
     // After the drain new connections are refused.
     eventually("new connections refused", || {
         TcpStream::connect(app.api).is_err()
