@@ -1,8 +1,10 @@
 //! Integration tests over real HTTP: in-process servers on ephemeral ports for the API, and the
-//! real binary for signals and logs. Backend-sensitive tests run on SQLite (a temp file each) and
-//! PostgreSQL (a fresh database each, from TEST_DATABASE_URL).
+//! real binary for signals, logs, telemetry, the Kubernetes manifests and a rolling update.
+//! Backend-sensitive tests run on SQLite (a temp file each) and PostgreSQL (a fresh database
+//! each, from TEST_DATABASE_URL).
 
 mod binary;
+mod deploy;
 mod errors;
 mod faults;
 mod health;
@@ -10,5 +12,6 @@ mod helpers;
 mod orders;
 mod process;
 mod resilience;
+mod rollout;
 mod telemetry;
 mod validation;

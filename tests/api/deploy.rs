@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -373,18 +373,9 @@ fn start_pod(database_url: Option<&str>) -> Running {
     }
 }
 
+/// The status of `GET path` as a kubelet's probe sends it.
 fn get_status(addr: SocketAddr, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: probe\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+    crate::binary::get_status(addr, path).expect("probe request")
 }
 
 /// Polls until `path` on `addr` answers `want`, or panics after 15 s with the last status.

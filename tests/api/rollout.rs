@@ -12,7 +12,7 @@
 //! endpoint propagation / probe period 100 ms, preStop 5 s -> 500 ms, drain_delay 5 s -> 1 s,
 //! grace_period 20 s -> 5 s, and terminationGracePeriodSeconds is their sum plus a margin.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
+
+use crate::helpers::PgDatabase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_orders-api");
 
@@ -41,91 +42,6 @@ const WORKERS: usize = 4;
 const WARM: u64 = 20;
 /// Every wait for a condition gives up after this.
 const DEADLINE: Duration = Duration::from_secs(15);
-
-// ---------------------------------------------------------------------------------------------
-// A fresh PostgreSQL database, or a skip (a failure under CI=true).
-
-/// The PostgreSQL admin URL, or `None` with a printed notice; under `CI=true` its absence fails.
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "TEST_DATABASE_URL must be set when CI=true: PostgreSQL tests may not be skipped"
-            );
-            // Written past the test harness's capture so that the skip is visible.
-            let _ = writeln!(
-                std::io::stderr(),
-                "NOTICE: PostgreSQL test skipped: set TEST_DATABASE_URL \
-                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
-            );
-            None
-        }
-    }
-}
-
-/// A database created for this test and dropped (forcefully) afterwards.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create() -> Option<Self> {
-        let admin = postgres_admin_url()?;
-        let name = format!("orders_rollout_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("connect to TEST_DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let _ = conn.close().await;
-        let url = with_database(&admin, &name);
-        Some(Self { admin, name, url })
-    }
-}
-
-/// `admin` with its database path replaced by `name`.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        // Drop cannot be async, and the test's runtime may be shutting down: use a thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // One replica: the real binary with the production profile on loopback ephemeral ports.
