@@ -29,6 +29,15 @@ impl MetricsObserver {
         for outcome in ["success", "failure", "slow", "rejected"] {
             counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => outcome).absolute(0);
         }
+        for (from, to) in [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "open"),
+            ("half_open", "closed"),
+        ] {
+            counter!(BREAKER_TRANSITIONS, "breaker" => NAME, "from" => from, "to" => to)
+                .absolute(0);
+        }
     }
 }
 

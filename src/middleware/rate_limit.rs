@@ -29,6 +29,18 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// Starts every series of the active policies at zero, so rates and alerts have a series
+    /// before the first refusal.
+    pub fn register(&self) {
+        for policy in self.limiter.policies() {
+            for decision in ["allowed", "limited", "shadow_limited"] {
+                counter!(RATE_LIMIT_DECISIONS, "policy" => policy, "decision" => decision)
+                    .absolute(0);
+            }
+        }
+        self.evict();
+    }
+
     /// Drops idle clients and publishes the key counts; run it on a timer.
     pub fn evict(&self) {
         for (policy, keys) in self.limiter.evict() {

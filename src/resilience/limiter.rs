@@ -207,6 +207,16 @@ impl Limiter {
         Decision { policies }
     }
 
+    /// The names of the active policies.
+    pub fn policies(&self) -> Vec<&'static str> {
+        let global = self.global.as_ref().map(|p| p.name);
+        let keyed = [&self.per_client, &self.writes]
+            .into_iter()
+            .flatten()
+            .map(|p| p.name);
+        global.into_iter().chain(keyed).collect()
+    }
+
     /// Forgets clients whose buckets are full again, and returns the key count per policy.
     pub fn evict(&self) -> Vec<(&'static str, usize)> {
         [&self.per_client, &self.writes]
