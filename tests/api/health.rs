@@ -3,7 +3,7 @@
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{Backend, TestApp, order_body};
+use crate::helpers::{Backend, TestApp, authority, order_body, via};
 
 fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
     body["checks"]
@@ -93,17 +93,6 @@ async fn pending_migrations_fail_readiness_when_not_migrating_on_start() {
     assert_eq!(check(&body, "migrations")["status"], "error");
 }
 
-/// `url` with its host and port replaced by `addr`.
-fn via(url: &str, addr: std::net::SocketAddr) -> String {
-    let start = url
-        .find('@')
-        .or_else(|| url.find("://").map(|i| i + 2))
-        .unwrap()
-        + 1;
-    let end = start + url[start..].find('/').unwrap();
-    format!("{}{addr}{}", &url[..start], &url[end..])
-}
-
 /// Starts with PostgreSQL behind a port that accepts nothing, then opens the way: the service
 /// must report not ready, then reconnect, migrate and serve without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,11 +101,7 @@ async fn reconnects_and_migrates_once_the_database_is_reachable() {
         return;
     };
     let real = backend.url();
-    let target = {
-        let start = real.find('@').unwrap() + 1;
-        let end = start + real[start..].find('/').unwrap();
-        real[start..end].to_string()
-    };
+    let target = authority(&real).to_string();
     let gate = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = via(&real, gate.local_addr().unwrap());
     let app = TestApp::start_url(

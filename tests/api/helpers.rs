@@ -123,6 +123,21 @@ pub fn with_database(admin: &str, name: &str) -> String {
     }
 }
 
+/// The `host:port` of a database URL.
+pub fn authority(url: &str) -> &str {
+    let start = url
+        .find('@')
+        .or_else(|| url.find("://").map(|i| i + 2))
+        .map_or(0, |i| i + 1);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    &url[start..end]
+}
+
+/// `url` with its `host:port` replaced by `addr` (to route it through a proxy).
+pub fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    url.replacen(authority(url), &addr.to_string(), 1)
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let admin = self.admin.clone();

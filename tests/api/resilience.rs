@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::faults::{FaultProxy, until};
-use crate::helpers::{Backend, TestApp, order_body, problem};
+use crate::helpers::{Backend, TestApp, authority, order_body, problem, via};
 
 /// A near-zero refill rate, so the bucket only drains while a test runs.
 const STRICT: [(&str, &str); 6] = [
@@ -271,10 +271,8 @@ async fn breaker_opens_on_database_faults_recovers_and_loses_nothing() {
         return;
     };
     let real = backend.url();
-    let start = real.find('@').unwrap() + 1;
-    let end = start + real[start..].find('/').unwrap();
-    let proxy = FaultProxy::start(real[start..end].to_string()).await;
-    let url = format!("{}{}{}", &real[..start], proxy.addr, &real[end..]);
+    let proxy = FaultProxy::start(authority(&real).to_string()).await;
+    let url = via(&real, proxy.addr);
     let app = TestApp::start_url(
         backend,
         Some(url),
