@@ -430,6 +430,10 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
         2,
         "one server span per API request, none for probes: {server:?}"
     );
+    assert!(
+        all.iter().all(|(_, s)| s.name != "ping orders"),
+        "readiness probes must not leave traces"
+    );
 
     let (resource, post) = server
         .iter()
