@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Load test of the release binary over real HTTP on 127.0.0.1, with wrk.
+#
+#   bash benches/load/run.sh                 # everything, about 8 minutes
+#   DURATION=5 BACKENDS=sqlite bash benches/load/run.sh
+#
+# What it does:
+#   1. installs wrk with apt-get if it is missing; `cargo build --release`.
+#   2. start-to-ready on SQLite: spawn → first 200 on the ops port's /readyz, polled every
+#      0.5 ms, READY_RUNS times on a fresh database file and on an existing one; median.
+#   3. per backend (SQLite in a temp file; PostgreSQL in a fresh database made with psql on
+#      PG_ADMIN_URL, skipped with a notice when unreachable) it starts three instances of the
+#      service, each on its own database and each pinned to CPU 0 (`taskset -c 0`):
+#        on    every optional layer on (access log, HTTP metrics, rate limit, breaker); the
+#              rate limits are raised to 1e6/s so the limiter runs on every request but never
+#              refuses one wrk connection pool sharing one client IP; the breaker's failure
+#              threshold is 100 % (see limits_high below). Trace export off.
+#        off   APP_LOG__ACCESS=false APP_TELEMETRY__HTTP_METRICS=false
+#              APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false
+#        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver (python -m
+#              oteltap, installed with pip if missing; the config is skipped if that fails).
+#              The receiver runs on CPU 1, next to wrk.
+#      Each instance gets SEED orders, then for each scenario the instances are measured one
+#      after the other (so the on/off ratio comes from neighbouring runs):
+#        get   GET /api/v1/orders/{id}, a random seeded id per request       (get.lua)
+#        list  GET /api/v1/orders?limit=20                                   (list.lua)
+#        post  POST /api/v1/orders, JSON body                                (post.lua)
+#        mix   90 % get, 10 % post                                           (mix.lua)
+#      wrk runs on CPU 1 (`taskset -c 1`), THREADS threads, CONNS connections, DURATION
+#      seconds, after a WARMUP-second unmeasured run of the same scenario.
+#   4. prints, per run: throughput, p50, p99, errors (non-2xx counted in wrk's response()
+#      hook, plus socket errors), the service's peak RSS during the run (VmHWM, reset through
+#      /proc/<pid>/clear_refs before each run) and its CPU time (utime+stime from
+#      /proc/<pid>/stat, before/after); idle RSS (VmRSS after ready, before seeding); and the
+#      layer-cost table: on/off throughput and p99 per scenario.
+#
+# Every process it starts is stopped on exit (trap). Output and service logs (stdout, one JSON
+# line per request) go to OUT (default: a new temp directory, kept and printed at the end).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOAD_DIR="$ROOT/benches/load"
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+SEED=${SEED:-1000}
+READY_RUNS=${READY_RUNS:-10}
+BACKENDS=${BACKENDS:-"sqlite postgres"}
+SCENARIOS=${SCENARIOS:-"get list post mix"}
+CONFIGS=${CONFIGS:-"on off otlp"}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PORT_BASE=${PORT_BASE:-18080}
+OUT=${OUT:-$(mktemp -d /tmp/load.XXXXXX)}
+BIN="$OUT/svc-under-load"
+CLK_TCK=$(getconf CLK_TCK)
+mkdir -p "$OUT"
+export LOAD_DIR
+
+PIDS=()
+PG_DBS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    local db
+    for db in "${PG_DBS[@]}"; do
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- tools and build ------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    log "installing wrk"
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+(cd "$ROOT" && cargo build --release)
+# A copy under its own name: on a shared machine, whatever stops `orders-api` processes by name
+# (a test run cleaning up) would otherwise end a measurement half-way.
+cp "$ROOT/target/release/orders-api" "$BIN"
+if [[ $(nproc) -lt 2 ]]; then
+    log "NOTICE: fewer than 2 CPUs: service and wrk share CPU 0"
+    WRK_CPU=0
+else
+    WRK_CPU=1
+fi
+
+# The service's environment, common to every instance.
+base_env=(
+    APP_CONFIG_DIR="$ROOT/config"
+    APP_PROFILE=production
+    APP_SERVER__HOST=127.0.0.1
+    APP_LOG__FORMAT=json
+    APP_SHUTDOWN__DRAIN_DELAY=0s
+)
+limits_high=()
+for policy in GLOBAL PER_CLIENT WRITES; do
+    limits_high+=("APP_RATE_LIMIT__${policy}__RATE_PER_SECOND=1000000"
+        "APP_RATE_LIMIT__${policy}__BURST=1000000")
+done
+# When wrk stops, the requests in flight on its connections are dropped, and the breaker counts a
+# dropped call as a failure: CONNS of them in the default window of 50 would open it for the
+# next run. A 100 % threshold keeps it closed (same code path per request) while CONNS < window.
+limits_high+=(APP_CIRCUIT_BREAKER__FAILURE_RATE_THRESHOLD=100)
+layers_off=(
+    APP_LOG__ACCESS=false
+    APP_TELEMETRY__HTTP_METRICS=false
+    APP_RATE_LIMIT__ENABLED=false
+    APP_CIRCUIT_BREAKER__ENABLED=false
+)
+
+# --- /proc readings ---------------------------------------------------------------------------
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+wait_ready() { # ops_port pid
+    local i
+    for i in $(seq 1 1000); do
+        if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz"; then
+            return 0
+        fi
+        kill -0 "$2" 2>/dev/null || { log "service exited before ready"; return 1; }
+        sleep 0.01
+    done
+    log "service not ready within 10 s"
+    return 1
+}
+
+# --- start-to-ready ----------------------------------------------------------------------------
+READY_DIR="$OUT/ready"
+mkdir -p "$READY_DIR"
+log "== start-to-ready on SQLite ($READY_RUNS runs each; service on CPU 0)"
+ready_port=$((PORT_BASE + 90))
+ready_lines=()
+for mode in FRESH EXISTING; do
+    out=$(env "${base_env[@]}" APP_SERVER__PORT=$((PORT_BASE + 91)) APP_SERVER__OPS_PORT=$ready_port \
+        taskset -c "$WRK_CPU" python3 "$LOAD_DIR/ready_time.py" "$READY_RUNS" "$ready_port" "$mode" "$READY_DIR" \
+        -- taskset -c 0 "$BIN" serve)
+    log "$out"
+    line=$(grep '^RESULT' <<<"$out")
+    ready_lines+=("$mode ${line#RESULT }")
+done
+
+# --- the OTLP receiver -------------------------------------------------------------------------
+OTLP_PORT=$((PORT_BASE + 80))
+otlp_ok=false
+if [[ " $CONFIGS " == *" otlp "* ]]; then
+    if python3 -c 'import oteltap' 2>/dev/null || pip install -q oteltap >/dev/null 2>&1; then
+        taskset -c "$WRK_CPU" python3 -m oteltap --port "$OTLP_PORT" >/dev/null 2>"$OUT/oteltap.err" &
+        PIDS+=($!)
+        for _ in $(seq 1 200); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null; then otlp_ok=true; break; fi
+            sleep 0.05
+        done
+    fi
+    $otlp_ok || log "NOTICE: no local OTLP receiver (pip install oteltap failed): config otlp skipped"
+fi
+
+# --- instances -----------------------------------------------------------------------------------
+declare -A API_PORT OPS_PORT SPID IDLE_RSS
+start_instance() { # backend config index db_url
+    local backend=$1 cfg=$2 idx=$3 url=$4
+    local api=$((PORT_BASE + idx * 2)) ops=$((PORT_BASE + idx * 2 + 1))
+    local extra=()
+    case $cfg in
+        on) extra=("${limits_high[@]}") ;;
+        off) extra=("${layers_off[@]}") ;;
+        otlp) extra=("${limits_high[@]}" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT") ;;
+    esac
+    env "${base_env[@]}" "${extra[@]}" APP_SERVER__PORT=$api APP_SERVER__OPS_PORT=$ops \
+        APP_DATABASE__URL="$url" taskset -c 0 "$BIN" serve \
+        >"$OUT/$backend-$cfg.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_ready "$ops" "$pid"
+    API_PORT[$cfg]=$api
+    OPS_PORT[$cfg]=$ops
+    SPID[$cfg]=$pid
+    IDLE_RSS[$backend-$cfg]=$(status_kib "$pid" VmRSS)
+}
+
+seed() { # cfg
+    local port=${API_PORT[$1]} ids="$OUT/ids-$1.txt"
+    local body='{"customer_id":"seed-1","currency":"EUR","items":[{"sku":"BOOK-1","quantity":2,"unit_price":"9.99"}]}'
+    # One curl, one connection, SEED requests (the glob is in the fragment, which is not sent).
+    local created
+    created=$(taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code}\n' \
+        -H 'content-type: application/json' -d "$body" \
+        "http://127.0.0.1:$port/api/v1/orders#[1-$SEED]" | grep -c '^201$' || true)
+    [[ $created -eq $SEED ]] || { log "seeding $1: $created of $SEED created"; return 1; }
+    : >"$ids"
+    local offset
+    for ((offset = 0; offset < SEED; offset += 100)); do
+        curl -sf "http://127.0.0.1:$port/api/v1/orders?limit=100&offset=$offset" |
+            grep -o '"id":"[^"]*"' | cut -d'"' -f4 >>"$ids"
+    done
+}
+
+RESULTS="$OUT/results.tsv"
+printf 'backend\tconfig\tscenario\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_mib\tcpu_s\tcpu_us_per_req\n' >"$RESULTS"
+
+measure() { # backend cfg scenario
+    local backend=$1 cfg=$2 scenario=$3
+    local pid=${SPID[$cfg]} url="http://127.0.0.1:${API_PORT[$cfg]}"
+    export LOAD_IDS="$OUT/ids-$cfg.txt"
+    taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$LOAD_DIR/$scenario.lua" "$url" >/dev/null
+    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+    local t0 t1 out r
+    t0=$(cpu_ticks "$pid")
+    out=$(taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s \
+        -s "$LOAD_DIR/$scenario.lua" "$url")
+    t1=$(cpu_ticks "$pid")
+    printf '%s\n' "$out" >"$OUT/wrk-$backend-$cfg-$scenario.txt"
+    r=$(grep '^RESULT' <<<"$out")
+    awk -v r="$r" -v b="$backend" -v c="$cfg" -v s="$scenario" -v hwm="$(status_kib "$pid" VmHWM)" \
+        -v cpu="$(((t1 - t0)))" -v tck="$CLK_TCK" 'BEGIN {
+            n = split(r, kv, /[ =]/); for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
+            cs = cpu / tck
+            printf "%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t%.1f\n", b, c, s, v["rps"],
+                v["p50_us"] / 1000, v["p99_us"] / 1000, v["non2xx"] + v["socket_errors"],
+                hwm / 1024, cs, (v["requests"] > 0 ? cs * 1e6 / v["requests"] : 0)
+        }' | tee -a "$RESULTS" >&2
+}
+
+stop_instances() {
+    local cfg
+    for cfg in "${!SPID[@]}"; do
+        kill -TERM "${SPID[$cfg]}" 2>/dev/null || true
+        wait "${SPID[$cfg]}" 2>/dev/null || true
+    done
+    SPID=()
+}
+
+idx=0
+for backend in $BACKENDS; do
+    configs=()
+    for cfg in $CONFIGS; do
+        [[ $cfg == otlp && $otlp_ok == false ]] && continue
+        configs+=("$cfg")
+    done
+    urls=()
+    case $backend in
+        sqlite)
+            for cfg in "${configs[@]}"; do
+                mkdir -p "$OUT/db"
+                urls+=("sqlite://$OUT/db/$cfg.db")
+            done
+            ;;
+        postgres)
+            if ! psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then
+                log "NOTICE: PostgreSQL unreachable at $PG_ADMIN_URL: PostgreSQL runs skipped"
+                continue
+            fi
+            for cfg in "${configs[@]}"; do
+                db="orders_load_${cfg}_$$"
+                psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$db\"" >/dev/null
+                PG_DBS+=("$db")
+                urls+=("${PG_ADMIN_URL%/*}/$db")
+            done
+            ;;
+        *) log "unknown backend $backend"; exit 2 ;;
+    esac
+    log "== $backend: starting ${configs[*]} (service on CPU 0, wrk on CPU $WRK_CPU)"
+    for i in "${!configs[@]}"; do
+        start_instance "$backend" "${configs[$i]}" "$idx" "${urls[$i]}"
+        idx=$((idx + 1))
+        seed "${configs[$i]}"
+    done
+    for scenario in $SCENARIOS; do
+        for cfg in "${configs[@]}"; do
+            measure "$backend" "$cfg" "$scenario"
+        done
+    done
+    if [[ " ${configs[*]} " == *" otlp "* ]]; then
+        dropped=$(curl -sf "http://127.0.0.1:${OPS_PORT[otlp]}/metrics" |
+            awk '$1 == "otel_spans_dropped_total" { print $2 }')
+        log "otlp: spans dropped by the exporter: ${dropped:-?}"
+        printf '%s\n' "$backend ${dropped:-?}" >>"$OUT/spans_dropped.txt"
+    fi
+    stop_instances
+done
+
+# --- report --------------------------------------------------------------------------------------
+echo
+echo "orders-api load test: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
+echo "service on CPU 0, wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $WRK_CPU, $SEED seeded orders per instance."
+echo "'on': all optional layers; rate limits raised to 1e6/s (limiter runs, never refuses); breaker failure threshold 100 %; trace export off."
+echo "'off': ${layers_off[*]}."
+$otlp_ok && echo "'otlp': 'on' plus OTLP/HTTP trace export to a local receiver (oteltap on CPU $WRK_CPU)."
+echo
+echo "Start to ready (SQLite, spawn → first 200 on /readyz):"
+for l in "${ready_lines[@]}"; do echo "  $l"; done
+echo
+echo "Idle RSS (VmRSS after ready, before seeding):"
+for k in "${!IDLE_RSS[@]}"; do echo "  $k $(mib "${IDLE_RSS[$k]}") MiB"; done | sort
+echo
+echo "Runs (peak RSS = VmHWM during the run; CPU = service utime+stime):"
+column -t -s $'\t' "$RESULTS"
+echo
+echo "Layer cost (on / off, same backend and scenario):"
+awk -F'\t' 'NR > 1 { rps[$1 FS $3 FS $2] = $4; p99[$1 FS $3 FS $2] = $6; cpu[$1 FS $3 FS $2] = $10; key[$1 FS $3] = 1 }
+    END {
+        printf "%-9s %-6s %12s %12s %12s %12s\n", "backend", "scen.", "rps on/off", "p99 on/off", "cpu/req on/off", "rps otlp/off"
+        for (k in key) {
+            on = k FS "on"; off = k FS "off"; ot = k FS "otlp"
+            if (!(on in rps) || !(off in rps) || rps[off] == 0) continue
+            split(k, f, FS)
+            printf "%-9s %-6s %12.3f %12.3f %14.3f %12s\n", f[1], f[2], rps[on] / rps[off],
+                (p99[off] > 0 ? p99[on] / p99[off] : 0), (cpu[off] > 0 ? cpu[on] / cpu[off] : 0),
+                (ot in rps) ? sprintf("%.3f", rps[ot] / rps[off]) : "-"
+        }
+    }' FS='\t' "$RESULTS" | { read -r header; echo "$header"; sort; }
+echo
+echo "Raw output and service logs: $OUT"
