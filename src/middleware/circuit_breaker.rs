@@ -1,6 +1,6 @@
 //! The circuit breaker around the database-backed `/api` routes. Failures are responses caused
-//! by the database ([`DatabaseFailure`]) and timeouts (504, or a call dropped by the request
-//! timeout); 4xx and 429 are not. While open, requests get 503 problem+json with `Retry-After`
+//! by the database ([`DatabaseFailure`]) and timeouts (504, or a call cancelled by the request
+//! timeout); 4xx and 429 are not, and neither is a call the client abandoned. While open, requests get 503 problem+json with `Retry-After`
 //! set to the remaining open time, and the handler (so the database) is never called.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use metrics::{counter, gauge};
 
 use super::is_api;
 use crate::error::{ApiError, DatabaseFailure};
-use crate::resilience::breaker::{Breaker, Observer, State as BreakerState};
+use crate::resilience::breaker::{Breaker, Deadline, Observer, State as BreakerState};
 use crate::telemetry::metrics::{BREAKER_CALLS, BREAKER_STATE, BREAKER_TRANSITIONS};
 
 /// The breaker's name in metrics.
@@ -67,8 +67,12 @@ pub async fn layer(State(breaker): State<Arc<Breaker>>, req: Request, next: Next
     if !is_api(&req) {
         return next.run(req).await;
     }
+    let deadline = req.extensions().get::<Deadline>().cloned();
     let permit = match breaker.try_acquire() {
-        Ok(p) => p,
+        Ok(p) => match deadline {
+            Some(d) => p.with_deadline(d),
+            None => p,
+        },
         Err(rejected) => {
             counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => "rejected").increment(1);
             return ApiError::CircuitOpen {

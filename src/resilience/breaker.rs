@@ -145,16 +145,42 @@ impl std::fmt::Debug for Breaker {
 }
 
 /// Admission to make one call; report how it went with [`Permit::record`]. A permit dropped
-/// without a report (the call was cancelled, e.g. by the request timeout) counts as a failure.
+/// without a report was cancelled: if its [`Deadline`] had passed, the call timed out and counts
+/// as a failure; otherwise the client went away, which says nothing about the dependency, so it
+/// is not counted (and a half-open trial slot is given back).
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<Breaker>,
     generation: u64,
     started: Instant,
     done: bool,
+    deadline: Option<Deadline>,
+}
+
+/// Set by whoever enforces the call's time budget when the budget runs out, just before the
+/// call is cancelled.
+#[derive(Debug, Clone, Default)]
+pub struct Deadline(Arc<std::sync::atomic::AtomicBool>);
+
+impl Deadline {
+    /// Marks the budget as spent.
+    pub fn expire(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the budget was spent.
+    pub fn expired(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Permit {
+    /// Ties the permit to the call's time budget (see the type's docs).
+    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// Reports the call's result; slowness is measured from admission.
     pub fn record(mut self, failed: bool) {
         self.done = true;
@@ -166,10 +192,15 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if self.deadline.as_ref().is_some_and(Deadline::expired) {
             let slow = self.started.elapsed() > self.breaker.cfg.slow_call_duration;
             self.breaker
                 .on_result(self.generation, Outcome { failed: true, slow });
+        } else {
+            self.breaker.on_abandoned(self.generation);
         }
     }
 }
@@ -229,6 +260,7 @@ impl Breaker {
             generation: inner.generation,
             started: now,
             done: false,
+            deadline: None,
         })
     }
 
@@ -260,6 +292,17 @@ impl Breaker {
                 }
             }
             Phase::Open { .. } => {}
+        }
+    }
+
+    /// A call went away without a result: free its half-open slot, count nothing.
+    fn on_abandoned(&self, generation: u64) {
+        let mut inner = self.lock();
+        if generation != inner.generation {
+            return;
+        }
+        if let Phase::HalfOpen { admitted } = &mut inner.phase {
+            *admitted = admitted.saturating_sub(1);
         }
     }
 

@@ -172,28 +172,31 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
     )
     .await;
     let mut lock = lock_writes(&app).await;
-    let url = app.url("/api/v1/orders");
-    let client = app.client.clone();
-    let slow = tokio::spawn(async move {
-        let res = client.post(url).json(&order_body("held")).send().await;
-        let res = res.unwrap_or_else(|e| panic!("held request failed: {e:?}"));
-        let status = res.status();
-        assert_eq!(
-            status,
-            201,
-            "held request: {}",
-            res.text().await.unwrap_or_default()
-        );
-        status
-    });
-    // Until the first request holds the only slot, a second may still be admitted; once the slot
-    // is taken, the next one is refused at once rather than queued behind it.
-    until("the slot is taken", || async {
-        let res = app.get("/api/v1/orders").await;
-        assert!(!slow.is_finished(), "the held request ended early");
-        res.status() == 503
-    })
-    .await;
+    let hold = || {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/orders"));
+        tokio::spawn(async move {
+            let res = client.post(url).json(&order_body("held")).send().await;
+            res.unwrap_or_else(|e| panic!("held request failed: {e:?}"))
+                .status()
+        })
+    };
+    // The polling requests below take the only slot for an instant each, so the write may be
+    // shed itself if it arrives during one; then it is sent again. Once the write holds the
+    // slot (waiting on the lock), every other request is refused at once, not queued.
+    let mut slow = hold();
+    loop {
+        until("the write holds the slot, or was shed", || {
+            let shed = slow.is_finished();
+            let probe = app.get("/api/v1/orders");
+            async move { shed || probe.await.status() == 503 }
+        })
+        .await;
+        if !slow.is_finished() {
+            break;
+        }
+        assert_eq!(slow.await.unwrap(), 503, "only a shed write ends early");
+        slow = hold();
+    }
     let res = app.get("/api/v1/orders").await;
     assert_eq!(res.headers()["retry-after"], "1");
     let body = problem(res, 503).await;
@@ -201,7 +204,7 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
     // Probes still answer.
     assert_eq!(app.get("/healthz").await.status(), 200);
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    assert_eq!(slow.await.unwrap(), 201, "the admitted request completes");
+    assert_eq!(slow.await.unwrap(), 201, "the admitted write completes");
     let text = app
         .client
         .get(app.ops_url("/metrics"))
@@ -398,4 +401,49 @@ async fn breaker_opens_on_database_faults_recovers_and_loses_nothing() {
         let res = app.get(&format!("/api/v1/orders/{id}")).await;
         assert_eq!(res.status(), 200, "acknowledged order {id} lost");
     }
+}
+
+/// Clients that give up mid-request say nothing about the database: the breaker stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_do_not_open_the_breaker() {
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[
+            ("APP_CIRCUIT_BREAKER__WINDOW", "5"),
+            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "5"),
+            ("APP_DATABASE__BUSY_TIMEOUT", "30s"),
+        ],
+    )
+    .await;
+    let mut lock = lock_writes(&app).await;
+    for i in 0..10 {
+        let gave_up = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .json(&order_body(&format!("impatient-{i}")))
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        assert!(
+            gave_up.is_err(),
+            "the write should still be waiting on the lock"
+        );
+    }
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let ready: Value = app
+        .client
+        .get(app.ops_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["circuit_breaker"]["state"], "closed");
+    assert_eq!(
+        app.post_json("/api/v1/orders", &order_body("patient"))
+            .await
+            .status(),
+        201
+    );
 }

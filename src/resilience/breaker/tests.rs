@@ -208,16 +208,19 @@ async fn concurrent_half_open_admits_exactly_n() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cancelled_calls_count_as_failures_and_stale_results_are_ignored() {
+async fn timed_out_calls_are_failures_and_stale_results_are_ignored() {
     let (b, _) = breaker(small());
     let stale = b.try_acquire().unwrap();
     for _ in 0..5 {
-        drop(b.try_acquire().unwrap());
+        let deadline = Deadline::default();
+        let permit = b.try_acquire().unwrap().with_deadline(deadline.clone());
+        deadline.expire();
+        drop(permit);
     }
     assert_eq!(
         b.state(),
         State::Open,
-        "five cancelled calls are five failures"
+        "five timed-out calls are five failures"
     );
     tokio::time::advance(Duration::from_secs(10)).await;
     let trial = b.try_acquire().unwrap();
@@ -226,4 +229,28 @@ async fn cancelled_calls_count_as_failures_and_stale_results_are_ignored() {
     assert_eq!(b.state(), State::HalfOpen);
     trial.record(false);
     assert_eq!(b.lock().calls.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_abandoned_by_the_client_count_for_nothing() {
+    let (b, _) = breaker(small());
+    for _ in 0..50 {
+        // The client disconnected: dropped before its deadline.
+        drop(b.try_acquire().unwrap().with_deadline(Deadline::default()));
+        drop(b.try_acquire().unwrap());
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert!(b.lock().calls.is_empty());
+    // In half-open an abandoned trial gives its slot back.
+    trip(&b);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let trials: Vec<Permit> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(b.try_acquire().is_err());
+    let mut trials = trials.into_iter();
+    drop(trials.next());
+    let replacement = b.try_acquire().expect("slot given back");
+    for p in trials.chain([replacement]) {
+        p.record(false);
+    }
+    assert_eq!(b.state(), State::Closed);
 }
