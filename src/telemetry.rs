@@ -55,6 +55,8 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .fmt_fields(logs::NoFields)
             .event_format(logs::JsonLines)
             .with_writer(std::io::stdout)
             .boxed(),

@@ -48,6 +48,21 @@ where
     }
 }
 
+/// Span-field formatting for the JSON path: nothing. `JsonLines` reads span fields from
+/// [`SpanFieldsLayer`], so the text the fmt layer would otherwise render for every span (with
+/// ANSI colours, for each of the server span's attributes) would be thrown away.
+pub struct NoFields;
+
+impl<'w> FormatFields<'w> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
 /// The event formatter for `log.format = "json"`.
 pub struct JsonLines;
 
