@@ -33,12 +33,17 @@ pub fn start(env: &[(&str, &str)]) -> Running {
         .env("APP_LOG__LEVEL", "info")
         .env("APP_DATABASE__URL", db)
         // Tests send bursts from one address; a test about limits turns them back on.
-        .env("APP_RATE_LIMIT__ENABLED", "false")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env("APP_RATE_LIMIT__ENABLED", "false");
     for (k, v) in env {
         cmd.env(k, v);
     }
+    spawn(cmd, dir)
+}
+
+/// Spawns a prepared `serve` command (JSON logs on stdout, ephemeral ports) and waits for its
+/// "listening" line; `dir` holds its data and lives as long as the process.
+pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn orders-api");
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();

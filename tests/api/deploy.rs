@@ -7,11 +7,9 @@
 //! cluster and no kubectl are involved.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -303,27 +301,13 @@ fn duration(table: &toml::Table, section: &str, key: &str) -> Duration {
 // ---------------------------------------------------------------------------------------------
 // The running binary.
 
-struct Running {
-    child: Child,
-    api: SocketAddr,
-    ops: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `serve` as the pod would, on ephemeral loopback ports, and waits for its
 /// "listening" log line. `database_url` replaces the Secret's placeholder.
-fn start_pod(database_url: Option<&str>) -> Running {
+fn start_pod(database_url: Option<&str>) -> crate::binary::Running {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("orders.db").display());
     let url = database_url.map_or(sqlite, str::to_string);
-    let mut cmd = pod_command(&[
+    let cmd = pod_command(&[
         ("APP_SERVER__HOST", "127.0.0.1"),
         ("APP_SERVER__PORT", "0"),
         ("APP_SERVER__OPS_PORT", "0"),
@@ -332,45 +316,7 @@ fn start_pod(database_url: Option<&str>) -> Running {
         // No export from a test: the manifest's collector is a cluster address.
         ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
     ]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn orders-api");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listening = loop {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .expect("no \"listening\" log line within 20s");
-        let line = rx
-            .recv_timeout(left)
-            .expect("orders-api exited before listening");
-        let Ok(json) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if json["message"] == "listening" {
-            break json;
-        }
-    };
-    let addr = |k: &str| {
-        listening[k]
-            .as_str()
-            .unwrap()
-            .parse::<SocketAddr>()
-            .unwrap()
-    };
-    Running {
-        api: addr("api"),
-        ops: addr("ops"),
-        child,
-        _dir: dir,
-    }
+    crate::binary::spawn(cmd, dir)
 }
 
 /// The status of `GET path` as a kubelet's probe sends it.
