@@ -134,15 +134,6 @@ impl ApiError {
         }
     }
 
-    /// A validation error for one field.
-    pub fn field(pointer: &str, detail: impl Into<String>) -> Self {
-        Self::Validation(vec![FieldError {
-            pointer: Some(pointer.into()),
-            parameter: None,
-            detail: detail.into(),
-        }])
-    }
-
     fn kind(&self) -> &'static str {
         match self {
             Self::Validation(_) => "urn:orders-api:problem:validation",

@@ -28,11 +28,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes queued spans and stops the exporter, within `timeout`. Call it outside the async
     /// runtime: the exporter's blocking HTTP client must not be dropped on a runtime thread.
     pub fn shutdown(self, timeout: Duration) {
