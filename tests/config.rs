@@ -144,6 +144,7 @@ fn strings_from_the_environment_stay_strings() {
     let vars = env(&[
         ("APP_CONFIG_DIR", "/nonexistent"),
         ("APP_LOG__LEVEL", "info,orders_api=debug"),
+        ("OTEL_SERVICE_NAME", "0123"),
         ("APP_DATABASE__URL", "postgres://u:007@h/d"),
         ("APP_SERVER__BODY_LIMIT", "1MiB"),
         ("APP_DATABASE__MIGRATE_ON_START", "false"),
@@ -155,6 +156,10 @@ fn strings_from_the_environment_stay_strings() {
     .unwrap();
     assert_eq!(s.database.url.expose(), "postgres://u:007@h/d");
     assert_eq!(s.log.level, "info,orders_api=debug");
+    assert_eq!(
+        s.telemetry.service_name, "0123",
+        "a numeric-looking string keeps its zero"
+    );
     assert_eq!(s.server.body_limit, 1 << 20);
     assert!(!s.database.migrate_on_start);
 }
