@@ -6,6 +6,7 @@
 //! the offending value (secrets redacted) and where it came from. Each component receives only its
 //! own section.
 
+mod api;
 mod layers;
 mod print;
 mod reader;
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use api::ApiSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
 pub use values::{Backend, DatabaseUrl};
@@ -62,6 +64,8 @@ pub struct Settings {
     pub circuit_breaker: BreakerSettings,
     /// Graceful shutdown timing.
     pub shutdown: ShutdownSettings,
+    /// API version lifecycle (deprecation and sunset dates).
+    pub api: ApiSettings,
 }
 
 /// `[server]`: listeners and request limits.
@@ -311,6 +315,7 @@ impl Settings {
             rate_limit: rate_limit(&mut r),
             circuit_breaker: circuit_breaker(&mut r),
             shutdown: shutdown(&mut r),
+            api: api::read(&mut r),
         };
         r.finish().map(|()| settings)
     }

@@ -8,12 +8,16 @@
 //! 3. access log: one INFO event per request with the final status, including responses that
 //!    inner layers produced (413, panics turned into 500).
 //! 4. HTTP metrics: counted outside every refusing layer, so their statuses are counted too.
-//! 5. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
-//! 6. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
-//! 7. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent.
-//! 8. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
-//! 9. circuit breaker: around `/api` routes only; while open, 503 without touching the database.
-//! 10. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 5. deprecation: `/api/v1` responses get `Deprecation`, `Sunset` and a successor `Link`.
+//!    Outside catch panic, timeout and every refusing layer, so that 500, 504, 429, 503 and 413
+//!    from v1 routes announce it as well as the handlers' own answers; inside request id and
+//!    metrics, which need no such knowledge.
+//! 6. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
+//! 7. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
+//! 8. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent.
+//! 9. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
+//! 10. circuit breaker: around `/api` routes only; while open, 503 without touching the database.
+//! 11. body limit: extractors refuse bodies over `server.body_limit` with 413.
 //!
 //! Layers go on with `Router::layer`, which wraps every route *inside* the router, so
 //! `MatchedPath` is available for the route label; the fallback is wrapped too, so unmatched
@@ -22,6 +26,7 @@
 
 pub mod access_log;
 pub mod circuit_breaker;
+pub mod deprecation;
 pub mod drain;
 pub mod http_metrics;
 pub mod load_shed;
@@ -41,7 +46,7 @@ use tower::ServiceBuilder;
 use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::{ServerSettings, Settings};
+use crate::config::{ApiSettings, ServerSettings, Settings};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::client_ip::ClientIp;
@@ -112,6 +117,7 @@ impl Optional {
 pub fn api(
     router: Router,
     cfg: &ServerSettings,
+    versions: &ApiSettings,
     guards: &Guards,
     optional: Optional,
     health: Arc<Health>,
@@ -132,6 +138,10 @@ pub fn api(
             .layer(axum::middleware::from_fn_with_state(
                 optional.http_metrics,
                 http_metrics::layer,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(deprecation::V1Headers::new(versions)),
+                deprecation::layer,
             ))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(axum::middleware::from_fn_with_state(
