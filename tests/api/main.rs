@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod health;
 mod helpers;
+mod openapi;
 mod orders;
 mod process;
 mod resilience;

@@ -1,0 +1,144 @@
+//! The OpenAPI documents over HTTP: OpenAPI 3.1, public, the expected operations, every error
+//! answered as problem+json, bearer security on the order operations only, and the headers a
+//! client may count on marked required.
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp};
+
+/// Follows a local `$ref` (`#/components/...`) within `doc`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(pointer) => doc
+            .pointer(pointer.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling $ref {pointer}")),
+        None => value,
+    }
+}
+
+/// Every (method, path, operation) of `doc`.
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            ops.push((method.to_uppercase(), path.clone(), op));
+        }
+    }
+    ops
+}
+
+/// Fetches a document without credentials, checks what every document promises, and returns
+/// it.
+async fn document(app: &TestApp, path: &str) -> Value {
+    let res = app.get(path).await;
+    assert_eq!(res.status(), 200, "{path}");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let doc: Value = res.json().await.expect("document json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        serde_json::json!({"type": "http", "scheme": "bearer"})
+    );
+    for (method, path, op) in operations(&doc) {
+        let what = format!("{method} {path}");
+        let responses = op["responses"].as_object().expect("responses");
+        for (status, response) in responses {
+            let response = resolve(&doc, response);
+            let headers = &response["headers"];
+            assert_eq!(headers["x-request-id"]["required"], true, "{what} {status}");
+            if status.starts_with('4') || status.starts_with('5') {
+                let content = response["content"].as_object().expect("content");
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    ["application/problem+json"],
+                    "{what} {status}"
+                );
+                let schema = resolve(&doc, &content["application/problem+json"]["schema"]);
+                assert_eq!(
+                    schema["required"],
+                    serde_json::json!(["type", "title", "status", "detail"])
+                );
+            }
+            if matches!(status.as_str(), "429" | "503") {
+                assert_eq!(headers["Retry-After"]["required"], true, "{what} {status}");
+            }
+        }
+        for status in ["429", "503", "504"] {
+            assert!(responses.contains_key(status), "{what} lacks {status}");
+        }
+        let secured = op["security"] == serde_json::json!([{"bearer": []}]);
+        if path.ends_with("/openapi.json") {
+            assert!(op.get("security").is_none(), "{what} is public");
+        } else {
+            assert!(secured, "{what} needs a key");
+            for status in ["401", "403"] {
+                let response = resolve(&doc, &responses[status]);
+                assert_eq!(response["headers"]["WWW-Authenticate"]["required"], true);
+            }
+        }
+    }
+    doc
+}
+
+fn paths(doc: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<_> = operations(doc)
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    found.sort();
+    found
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn v1_document_describes_v1_only() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    let doc = document(&app, "/api/v1/openapi.json").await;
+    assert_eq!(
+        paths(&doc),
+        pairs(&[
+            ("GET", "/api/v1/openapi.json"),
+            ("GET", "/api/v1/orders"),
+            ("GET", "/api/v1/orders/{id}"),
+            ("PATCH", "/api/v1/orders/{id}"),
+            ("POST", "/api/v1/orders"),
+        ])
+    );
+    for (what, _, op) in operations(&doc) {
+        assert_eq!(op["deprecated"], true, "{what}");
+        for response in op["responses"].as_object().expect("responses").values() {
+            let headers = &resolve(&doc, response)["headers"];
+            for name in ["Deprecation", "Sunset", "Link"] {
+                assert_eq!(headers[name]["required"], true, "{what} {name}");
+            }
+        }
+    }
+    let create = &doc["paths"]["/api/v1/orders"]["post"];
+    assert_eq!(
+        create["responses"]["201"]["headers"]["Location"]["required"],
+        true
+    );
+    let idempotency = create["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+        .expect("Idempotency-Key parameter");
+    assert_eq!(idempotency["in"], "header");
+    assert_eq!(idempotency["required"], false);
+    let limit = doc["paths"]["/api/v1/orders"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+        .expect("limit parameter");
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_u64(),
+            limit["schema"]["maximum"].as_u64()
+        ),
+        (Some(1), Some(100))
+    );
+}
