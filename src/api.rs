@@ -1,5 +1,7 @@
 //! The HTTP API: versioned routers, the probes, and what they share (body parsing).
 
 pub mod body;
+pub mod create;
 pub mod ops;
+pub mod status;
 pub mod v1;

@@ -45,12 +45,7 @@ impl Server {
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
         let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
         let guards = Guards::new(&settings);
-        let state = AppState {
-            store,
-            health: Arc::new(Health::new(settings.database.health_timeout)),
-            metrics,
-            breaker: guards.breaker.clone(),
-        };
+        let state = AppState::new(store, &settings, metrics, guards.breaker.clone());
         Ok(Self {
             api,
             ops,
