@@ -5,3 +5,4 @@ pub mod create;
 pub mod ops;
 pub mod status;
 pub mod v1;
+pub mod v2;
