@@ -14,4 +14,5 @@ mod process;
 mod resilience;
 mod rollout;
 mod telemetry;
+mod v2;
 mod validation;

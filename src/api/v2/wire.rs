@@ -156,8 +156,8 @@ fn parse_item(
     let obj = p.object(line, at, &["sku", "quantity", "unit_price"])?;
     let sku = p.string(obj, at, "sku", Sku::parse);
     let quantity = p.integer(obj, at, "quantity", Quantity::try_from);
-    let price = parse_money(p, obj, at, "unit_price");
-    if let Some((_, c)) = price {
+    let (amount, price_currency) = parse_money(p, obj, at, "unit_price");
+    if let Some(c) = price_currency {
         match currency {
             None => *currency = Some(c),
             Some(first) if *first != c => p.at(
@@ -170,24 +170,28 @@ fn parse_item(
     Some(LineItem {
         sku: sku?,
         quantity: quantity?,
-        unit_price_minor: price?.0,
+        unit_price_minor: amount.filter(|_| price_currency.is_some())?,
     })
 }
 
-/// A required money member `key` of the object `obj` at `at`.
+/// A required money member `key` of the object `obj` at `at`: its amount and currency, each
+/// `None` when invalid (both are checked, so every problem is reported).
 fn parse_money(
     p: &mut Problems,
     obj: &Map<String, Value>,
     at: &str,
     key: &str,
-) -> Option<(i64, Currency)> {
+) -> (Option<i64>, Option<Currency>) {
     let at = child(at, key);
     let money = match obj.get(key) {
         None | Some(Value::Null) => {
             p.at(&at, "is required");
-            return None;
+            return (None, None);
         }
-        Some(v) => p.object(v, &at, &["amount_minor", "currency"])?,
+        Some(v) => match p.object(v, &at, &["amount_minor", "currency"]) {
+            Some(m) => m,
+            None => return (None, None),
+        },
     };
     let amount = p.integer(money, &at, "amount_minor", |n| match n {
         0..=MAX_UNIT_PRICE_MINOR => Ok(n),
@@ -196,7 +200,7 @@ fn parse_money(
         )),
     });
     let currency = p.string(money, &at, "currency", Currency::parse);
-    Some((amount?, currency?))
+    (amount, currency)
 }
 
 /// A parsed listing query.
