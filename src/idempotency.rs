@@ -30,6 +30,7 @@ impl IdempotencyKey {
     pub fn parse(raw: &[u8]) -> Result<Self, &'static str> {
         let value = match raw {
             [b'"', inner @ .., b'"'] => unescape(inner).ok_or("has a malformed quoted string")?,
+            [b'"', ..] => return Err("has a malformed quoted string"),
             _ => raw.to_vec(),
         };
         if value.is_empty() {
@@ -178,6 +179,7 @@ mod tests {
         assert!(parse("\"\"").is_err());
         assert!(parse(r#""a\x""#).is_err());
         assert!(parse(r#""a"b""#).is_err());
+        assert!(parse("\"unterminated").is_err());
         assert!(parse(&"k".repeat(255)).is_ok());
         assert!(parse(&"k".repeat(256)).is_err());
         assert!(IdempotencyKey::parse(b"tab\there").is_err());

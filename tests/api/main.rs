@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod health;
 mod helpers;
+mod idempotency;
 mod orders;
 mod process;
 mod resilience;
