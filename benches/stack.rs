@@ -158,14 +158,8 @@ fn stack(c: &mut Criterion) {
     let (state, id) = rt.block_on(async {
         let store = Store::open(&settings.database).expect("store");
         store.migrate().await.expect("migrate");
-        let health = Health::new(settings.database.health_timeout);
-        health.set_schema(Ok(()));
-        let state = AppState {
-            store,
-            health: Arc::new(health),
-            metrics: metrics.clone(),
-            breaker: None,
-        };
+        let state = AppState::new(store, &settings, metrics.clone(), None);
+        state.health.set_schema(Ok(()));
         let app = orders_api::router::api(state.clone());
         let mut req = Request::post("/api/v1/orders")
             .header("content-type", "application/json")

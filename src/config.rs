@@ -64,8 +64,21 @@ pub struct Settings {
     pub circuit_breaker: BreakerSettings,
     /// Graceful shutdown timing.
     pub shutdown: ShutdownSettings,
+    /// `Idempotency-Key` records.
+    pub idempotency: IdempotencySettings,
     /// API version lifecycle (deprecation and sunset dates).
     pub api: ApiSettings,
+}
+
+/// `[idempotency]`: how long `Idempotency-Key` records are held and kept.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencySettings {
+    /// How long a completed request's response is replayed.
+    pub ttl: Duration,
+    /// How long a request may hold its key before a repeat may take it over.
+    pub lock_timeout: Duration,
+    /// How often expired records are purged.
+    pub purge_interval: Duration,
 }
 
 /// `[server]`: listeners and request limits.
@@ -306,9 +319,11 @@ impl Settings {
     /// Extracts and validates settings from already-layered sources.
     pub fn from_sources(sources: &Sources) -> Result<Self, ConfigErrors> {
         let mut r = Reader::new(sources);
+        let server = server(&mut r);
         let settings = Settings {
             profile: sources.profile.clone(),
-            server: server(&mut r),
+            idempotency: idempotency(&mut r, server.request_timeout),
+            server,
             database: database(&mut r),
             log: log(&mut r),
             telemetry: telemetry(&mut r),
@@ -416,6 +431,21 @@ fn shutdown(r: &mut Reader<'_>) -> ShutdownSettings {
     ShutdownSettings {
         drain_delay: r.duration("shutdown.drain_delay"),
         grace_period: r.positive_duration("shutdown.grace_period"),
+    }
+}
+
+fn idempotency(r: &mut Reader<'_>, request_timeout: Duration) -> IdempotencySettings {
+    let ttl = r.positive_duration("idempotency.ttl");
+    let lock_timeout = r.positive_duration("idempotency.lock_timeout");
+    r.check(
+        "idempotency.lock_timeout",
+        lock_timeout >= request_timeout,
+        "must not be shorter than server.request_timeout (a request would lose its key)",
+    );
+    IdempotencySettings {
+        ttl,
+        lock_timeout,
+        purge_interval: r.positive_duration("idempotency.purge_interval"),
     }
 }
 

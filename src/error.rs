@@ -50,6 +50,23 @@ pub enum ApiError {
         /// The order's status now.
         current_status: &'static str,
     },
+    /// 409: a request with the same `Idempotency-Key` is still being processed.
+    #[error("idempotency key in use")]
+    IdempotencyInProgress,
+    /// 412: `If-Match` names another version than the current one.
+    #[error("precondition failed: {detail}")]
+    PreconditionFailed {
+        /// Human-readable explanation.
+        detail: String,
+        /// The current entity tag, sent as `ETag` so the client can retry with it.
+        etag: Option<String>,
+    },
+    /// 428: a conditional request (`If-Match`) is required and was not made.
+    #[error("precondition required: {0}")]
+    PreconditionRequired(String),
+    /// 422: the `Idempotency-Key` was used before with another request.
+    #[error("idempotency key reused with another payload")]
+    IdempotencyMismatch,
     /// 413: body larger than `server.body_limit`.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -120,7 +137,10 @@ impl ApiError {
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+            Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -142,6 +162,10 @@ impl ApiError {
             Self::RateLimited { .. } => "urn:orders-api:problem:rate-limited",
             Self::CircuitOpen { .. } => "urn:orders-api:problem:circuit-open",
             Self::Overloaded => "urn:orders-api:problem:overloaded",
+            Self::IdempotencyInProgress => "urn:orders-api:problem:idempotency-key-in-use",
+            Self::IdempotencyMismatch => "urn:orders-api:problem:idempotency-key-reused",
+            Self::PreconditionFailed { .. } => "urn:orders-api:problem:precondition-failed",
+            Self::PreconditionRequired(_) => "urn:orders-api:problem:precondition-required",
             _ => "about:blank",
         }
     }
@@ -151,7 +175,16 @@ impl ApiError {
             Self::MalformedJson(e) => format!("the body is not valid JSON: {e}"),
             Self::BadRequest(d) | Self::NotFound(d) | Self::UnsupportedMediaType(d) => d.clone(),
             Self::MethodNotAllowed => "this path does not support this method; see Allow".into(),
-            Self::Conflict { detail, .. } => detail.clone(),
+            Self::Conflict { detail, .. } | Self::PreconditionFailed { detail, .. } => {
+                detail.clone()
+            }
+            Self::PreconditionRequired(d) => d.clone(),
+            Self::IdempotencyInProgress => "a request with this Idempotency-Key is still being \
+                processed; retry after it completes"
+                .into(),
+            Self::IdempotencyMismatch => "this Idempotency-Key was already used with a \
+                different request; use a new key for a new request"
+                .into(),
             Self::PayloadTooLarge => "the request body is larger than the server accepts".into(),
             Self::Validation(errors) => format!(
                 "{} invalid field{}; see errors",
@@ -225,6 +258,13 @@ impl IntoResponse for ApiError {
         };
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if let Self::PreconditionFailed {
+            etag: Some(etag), ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(etag)
+        {
+            headers.insert(header::ETAG, v);
         }
         if matches!(self, Self::Database(_)) {
             res.extensions_mut().insert(DatabaseFailure);

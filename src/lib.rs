@@ -16,6 +16,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod middleware;
 pub mod orders;
 pub mod resilience;

@@ -163,6 +163,20 @@ pub struct ListFilter {
     pub status: Option<OrderStatus>,
     /// Only this customer's orders.
     pub customer_id: Option<CustomerId>,
+    /// Only orders created at or after this instant.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only orders created before this instant.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// A position in the newest-first order of orders: the `(created_at, id)` of the last order
+/// seen. The next page starts strictly after it, so concurrent inserts never shift a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The last order's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last order's id (breaks ties in `created_at`).
+    pub id: Uuid,
 }
 
 /// The current time truncated to microseconds, the precision both databases keep, so that a

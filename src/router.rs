@@ -6,10 +6,11 @@ use crate::api;
 use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
 
-/// `/api/v1/...` plus the probes, with problem+json 404 and 405 fallbacks.
+/// `/api/v1/...`, `/api/v2/...` plus the probes, with problem+json 404 and 405 fallbacks.
 pub fn api(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::v1::router())
+        .nest("/api/v2", api::v2::router())
         .merge(api::ops::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -45,12 +45,7 @@ impl Server {
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
         let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
         let guards = Guards::new(&settings);
-        let state = AppState {
-            store,
-            health: Arc::new(Health::new(settings.database.health_timeout)),
-            metrics,
-            breaker: guards.breaker.clone(),
-        };
+        let state = AppState::new(store, &settings, metrics, guards.breaker.clone());
         Ok(Self {
             api,
             ops,
@@ -93,6 +88,10 @@ impl Server {
             settings.database.clone(),
         ));
         let upkeep = tokio::spawn(metrics_upkeep(state.metrics.clone()));
+        let purge = tokio::spawn(purge_idempotency(
+            state.store.clone(),
+            settings.idempotency.purge_interval,
+        ));
         let eviction = guards.rate_limit.clone().map(|rl| {
             let every = settings.rate_limit.eviction_interval;
             tokio::spawn(async move {
@@ -128,6 +127,7 @@ impl Server {
         .await;
         schema.abort();
         upkeep.abort();
+        purge.abort();
         if let Some(task) = eviction {
             task.abort();
         }
@@ -246,6 +246,26 @@ async fn ensure_schema(store: Store, health: Arc<Health>, cfg: DatabaseSettings)
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(BACKOFF.1);
+    }
+}
+
+/// Deletes expired idempotency records every `every`, in batches so that no statement holds
+/// the table for long. Every replica runs it; they only compete for already-dead rows.
+async fn purge_idempotency(store: Store, every: Duration) {
+    const BATCH: u32 = 1000;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.purge_idempotency(crate::orders::now(), BATCH).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!(crate::telemetry::metrics::IDEMPOTENCY_PURGED).increment(n);
+                tracing::debug!(purged = n, "expired idempotency records deleted");
+            }
+            // Before migrations, or while the database is down: next time.
+            Err(e) => tracing::debug!(error = %e, "cannot purge idempotency records"),
+        }
     }
 }
 

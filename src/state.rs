@@ -8,6 +8,8 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::config::{IdempotencySettings, Settings};
+use crate::resilience::client_ip::ClientIp;
 use crate::store::Store;
 
 /// Everything handlers share.
@@ -21,6 +23,44 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The database breaker, reported by `/readyz`.
     pub breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
+    /// Who the client is behind trusted proxies (scopes idempotency keys of anonymous clients).
+    pub clients: Arc<ClientIp>,
+    /// How long idempotency records are held and kept.
+    pub idempotency: IdempotencySettings,
+}
+
+impl AppState {
+    /// The state for `settings`, with a store, the metrics handle and the guards' breaker.
+    pub fn new(
+        store: Store,
+        settings: &Settings,
+        metrics: PrometheusHandle,
+        breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
+    ) -> Self {
+        Self {
+            store,
+            health: Arc::new(Health::new(settings.database.health_timeout)),
+            metrics,
+            breaker,
+            clients: Arc::new(ClientIp::new(
+                settings.server.trusted_proxies.clone(),
+                settings.rate_limit.ipv6_prefix,
+            )),
+            idempotency: settings.idempotency,
+        }
+    }
+}
+
+impl FromRef<AppState> for Arc<ClientIp> {
+    fn from_ref(state: &AppState) -> Self {
+        state.clients.clone()
+    }
+}
+
+impl FromRef<AppState> for IdempotencySettings {
+    fn from_ref(state: &AppState) -> Self {
+        state.idempotency
+    }
 }
 
 impl FromRef<AppState> for Option<Arc<crate::resilience::breaker::Breaker>> {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::Backend;
 use crate::config::DatabaseSettings;
 use crate::orders::{
-    Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Quantity, Sku,
+    Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Position, Quantity, Sku,
 };
 use crate::telemetry::metrics::{DB_ERRORS, DB_QUERY_DURATION};
 
@@ -126,6 +126,8 @@ macro_rules! dispatch {
     };
 }
 
+mod idempotency;
+
 impl Store {
     /// Builds the pool for `cfg.url` without connecting.
     pub fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
@@ -210,6 +212,21 @@ impl Store {
         .await
     }
 
+    /// Up to `limit` orders strictly after `after` in the newest-first order (from the newest
+    /// when `None`). Keyset paging: an insert between two pages can never skip or repeat a row.
+    pub async fn list_after(
+        &self,
+        filter: &ListFilter,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.observe("list_orders", async {
+            let rows = dispatch!(self, s => s.list_after(filter, after, i64::from(limit)).await)?;
+            rows.into_iter().map(Order::try_from).collect()
+        })
+        .await
+    }
+
     /// Sets the status if the order is still at `version`; `false` when someone else changed
     /// it first (or it is gone).
     pub async fn update_status(
@@ -285,7 +302,7 @@ struct StoredItem {
     unit_price_minor: i64,
 }
 
-fn encode_items(items: &[LineItem]) -> String {
+pub(crate) fn encode_items(items: &[LineItem]) -> String {
     let stored: Vec<StoredItem> = items
         .iter()
         .map(|i| StoredItem {

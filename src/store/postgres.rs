@@ -1,16 +1,19 @@
 //! PostgreSQL backend: native UUID, JSONB and TIMESTAMPTZ columns.
 
+mod idempotency;
+
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{OrderRow, StoreError};
 use crate::config::DatabaseSettings;
-use crate::orders::{ListFilter, Order, OrderStatus};
+use crate::orders::{ListFilter, Order, OrderStatus, Position};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
@@ -69,21 +72,7 @@ impl PgStore {
     }
 
     pub(super) async fn insert(&self, o: &Order, items: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)",
-        )
-        .bind(o.id)
-        .bind(o.customer_id.as_str())
-        .bind(o.currency.code())
-        .bind(items)
-        .bind(o.total_minor)
-        .bind(o.status.as_str())
-        .bind(o.created_at)
-        .bind(o.updated_at)
-        .bind(o.version)
-        .execute(&self.pool)
-        .await?;
+        insert_query(o, items).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -99,29 +88,35 @@ impl PgStore {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
-        const WHERE: &str =
-            "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR customer_id = $2)";
-        let status = filter.status.map(OrderStatus::as_str);
-        let customer = filter.customer_id.as_ref().map(|c| c.as_str());
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders WHERE {WHERE} \
-             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(status)
-            .bind(customer)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM orders WHERE {WHERE}"));
-        let total: i64 = sqlx::query_scalar(count)
-            .bind(status)
-            .bind(customer)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
+        push_filter(&mut query, filter);
+        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
+        query.push_bind(limit).push(" OFFSET ").push_bind(offset);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM orders WHERE TRUE");
+        push_filter(&mut count, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
         Ok((rows, total))
+    }
+
+    pub(super) async fn list_after(
+        &self,
+        filter: &ListFilter,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
+        push_filter(&mut query, filter);
+        if let Some(p) = after {
+            query.push(" AND (created_at, id) < (");
+            query.push_bind(p.created_at).push(", ");
+            query.push_bind(p.id).push(")");
+        }
+        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
+        query.push_bind(limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
     }
 
     pub(super) async fn update_status(
@@ -154,6 +149,42 @@ impl PgStore {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The INSERT of one order, for the pool or a transaction.
+fn insert_query<'q>(o: &Order, items: &str) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
+         created_at, updated_at, version) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)",
+    )
+    .bind(o.id)
+    .bind(o.customer_id.as_str().to_string())
+    .bind(o.currency.code())
+    .bind(items.to_string())
+    .bind(o.total_minor)
+    .bind(o.status.as_str())
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .bind(o.version)
+}
+
+/// Appends ` AND ...` for each filter that is set: only present conditions reach the planner,
+/// so each listing uses its index.
+fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &ListFilter) {
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(customer) = &filter.customer_id {
+        query
+            .push(" AND customer_id = ")
+            .push_bind(customer.as_str().to_string());
+    }
+    if let Some(from) = filter.created_from {
+        query.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.created_to {
+        query.push(" AND created_at < ").push_bind(to);
     }
 }
 

@@ -35,6 +35,13 @@ pub const DB_ERRORS: &str = "db_errors_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 /// Status changes, by from and to.
 pub const STATUS_TRANSITIONS: &str = "order_status_transitions_total";
+/// Creates that sent an `Idempotency-Key`, by outcome (`new`, `replayed`, `in_progress`,
+/// `mismatch`).
+pub const IDEMPOTENCY_REQUESTS: &str = "idempotency_requests_total";
+/// Expired idempotency records deleted.
+pub const IDEMPOTENCY_PURGED: &str = "idempotency_keys_purged_total";
+/// The outcome labels of [`IDEMPOTENCY_REQUESTS`].
+pub const IDEMPOTENCY_OUTCOMES: [&str; 4] = ["new", "replayed", "in_progress", "mismatch"];
 /// Requests refused at the concurrency cap.
 pub const HTTP_SHED: &str = "http_requests_shed_total";
 /// Rate-limit verdicts, by policy and decision (`allowed`, `limited`, `shadow_limited`).
@@ -82,6 +89,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
             }
             counter!(SPANS_DROPPED).absolute(0);
             counter!(HTTP_SHED).absolute(0);
+            for outcome in IDEMPOTENCY_OUTCOMES {
+                counter!(IDEMPOTENCY_REQUESTS, "outcome" => outcome).absolute(0);
+            }
+            counter!(IDEMPOTENCY_PURGED).absolute(0);
             Ok(recorder)
         })
         .clone()
@@ -106,6 +117,11 @@ fn describe() {
     describe_counter!(STATUS_TRANSITIONS, "Order status changes");
     describe_counter!(SPANS_DROPPED, "Spans the trace exporter failed to deliver");
     describe_counter!(HTTP_SHED, "Requests refused at the in-flight cap");
+    describe_counter!(
+        IDEMPOTENCY_REQUESTS,
+        "Creates with an Idempotency-Key by outcome"
+    );
+    describe_counter!(IDEMPOTENCY_PURGED, "Expired idempotency records deleted");
     describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions by policy");
     describe_gauge!(
         RATE_LIMIT_KEYS,

@@ -2,8 +2,8 @@
 //! currency's minor-unit digits ("9.99" EUR, "1200" JPY).
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -17,15 +17,17 @@ use crate::api::openapi::{
     UnsupportedMediaType, currency, customer_id, order_status, sku,
 };
 use crate::api::v1::openapi::{ListQueryV1, NewOrderV1, StatusChangeV1};
+use crate::api::create::{self, Created, Idempotency};
+use crate::api::status::{Expect, change_status, not_found, parse_id, parse_status_change};
+use crate::config::IdempotencySettings;
 use crate::error::ApiError;
+use crate::idempotency::StoredResponse;
 use crate::orders::{
     self, Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, NewOrder, Order, OrderStatus,
     Quantity, Sku, format_minor, parse_minor,
 };
 use crate::state::AppState;
 use crate::store::Store;
-use crate::telemetry::metrics::{ORDERS_CREATED, STATUS_TRANSITIONS};
-use metrics::counter;
 
 /// Default page size for listings.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -208,28 +210,28 @@ fn parse_item(
 )]
 pub async fn create(
     State(store): State<Store>,
+    State(cfg): State<IdempotencySettings>,
+    idem: Idempotency,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
     let order = Order::create(new, orders::now());
-    store.insert(&order).await?;
-    counter!(ORDERS_CREATED, "currency" => order.currency.code()).increment(1);
-    let location = format!("/api/v1/orders/{}", order.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(OrderV1::from(&order)),
-    )
-        .into_response())
-}
-
-/// Parses an order id from the path; anything that is not a UUID names no order.
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| not_found(raw))
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no order with id {id:?}"))
+    let response = StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("location".into(), format!("/api/v1/orders/{}", order.id)),
+        ],
+        body: serde_json::to_vec(&OrderV1::from(&order))
+            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
+    };
+    let created = Created {
+        route: "/api/v1/orders",
+        body: &body,
+        order,
+        response,
+    };
+    create::create(&store, cfg, idem, created).await
 }
 
 /// Reads one order.
@@ -317,46 +319,6 @@ pub async fn list(
     }))
 }
 
-/// Parses a v1 status-change body: `{"status": "..."}`.
-fn parse_status_change(body: &Value) -> Result<OrderStatus, ApiError> {
-    let mut p = Problems::default();
-    let status = p.object(body, "", &["status"]).and_then(|obj| {
-        p.string(obj, "", "status", |s| {
-            OrderStatus::parse(s)
-                .ok_or("must be one of pending, paid, shipped, delivered, cancelled")
-        })
-    });
-    p.finish(status)
-}
-
-/// Applies a status change with optimistic concurrency: read, check the transition, write only
-/// if the version is unchanged, and on a lost race start over from the new state. Concurrent
-/// requests therefore never lose a transition, and each transition has exactly one winner.
-pub async fn change_status(store: &Store, id: Uuid, to: OrderStatus) -> Result<Order, ApiError> {
-    loop {
-        let mut order = store
-            .get(id)
-            .await?
-            .ok_or_else(|| not_found(&id.to_string()))?;
-        let next = order
-            .status
-            .transition(to)
-            .map_err(|e| ApiError::Conflict {
-                detail: e.to_string(),
-                current_status: e.from.as_str(),
-            })?;
-        let now = orders::now();
-        if store.update_status(id, order.version, next, now).await? {
-            counter!(STATUS_TRANSITIONS, "from" => order.status.as_str(), "to" => next.as_str())
-                .increment(1);
-            order.status = next;
-            order.version += 1;
-            order.updated_at = now;
-            return Ok(order);
-        }
-    }
-}
-
 /// Moves an order to another status, if the state machine allows it.
 #[utoipa::path(
     patch,
@@ -383,6 +345,6 @@ pub async fn update_status(
 ) -> Result<Json<OrderV1>, ApiError> {
     let uuid = parse_id(&id)?;
     let to = parse_status_change(&body)?;
-    let order = change_status(&store, uuid, to).await?;
+    let order = change_status(&store, uuid, to, &Expect::Any).await?;
     Ok(Json(OrderV1::from(&order)))
 }

@@ -1,0 +1,203 @@
+//! Creating an order, shared by both versions: with an `Idempotency-Key`, the first request's
+//! response is stored in the same transaction as the order, and repeats get it back (from any
+//! replica) instead of creating a second order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeDelta, Utc};
+use metrics::counter;
+use serde_json::Value;
+
+use crate::config::IdempotencySettings;
+use crate::error::ApiError;
+use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
+use crate::orders::{self, Order};
+use crate::resilience::client_ip::ClientIp;
+use crate::store::Store;
+use crate::telemetry::metrics::{IDEMPOTENCY_REQUESTS, ORDERS_CREATED};
+
+/// The request's `Idempotency-Key`, if it sent one, and the client it belongs to.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    key: Option<IdempotencyKey>,
+    scope: String,
+}
+
+impl<S> FromRequestParts<S> for Idempotency
+where
+    Arc<ClientIp>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let mut values = parts.headers.get_all(idempotency::HEADER).iter();
+        let key = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(v), None) => Some(
+                IdempotencyKey::parse(v.as_bytes())
+                    .map_err(|e| ApiError::BadRequest(format!("the Idempotency-Key header {e}")))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "send at most one Idempotency-Key header".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            key,
+            scope: scope(parts, &Arc::<ClientIp>::from_ref(state)),
+        })
+    }
+}
+
+/// Whose keys these are: the client address (behind trusted proxies, IPv6 by prefix), so one
+/// client can neither replay nor block another's requests.
+fn scope(parts: &Parts, clients: &ClientIp) -> String {
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => {
+            let ip = clients.key(clients.resolve(peer.ip(), &parts.headers));
+            format!("ip:{ip}")
+        }
+        None => "ip:unknown".into(),
+    }
+}
+
+/// What the create handlers hand over: the order to store and the 201 response describing it.
+#[derive(Debug)]
+pub struct Created<'a> {
+    /// The route template, part of the request fingerprint (a v1 and a v2 create differ).
+    pub route: &'static str,
+    /// The request body as parsed JSON, the rest of the fingerprint.
+    pub body: &'a Value,
+    /// The new order.
+    pub order: Order,
+    /// The response for it.
+    pub response: StoredResponse,
+}
+
+/// Stores the order and answers, honouring the `Idempotency-Key` when there is one.
+pub async fn create(
+    store: &Store,
+    cfg: IdempotencySettings,
+    idem: Idempotency,
+    created: Created<'_>,
+) -> Result<Response, ApiError> {
+    let Some(key) = idem.key else {
+        store.insert(&created.order).await?;
+        return Ok(respond(created.response, &created.order, false));
+    };
+    let now = orders::now();
+    let hold = Hold {
+        scope: idem.scope,
+        key,
+        fingerprint: idempotency::fingerprint("POST", created.route, created.body),
+        created_at: now,
+        locked_until: later(now, cfg.lock_timeout),
+        expires_at: later(now, cfg.ttl),
+    };
+    let outcome = store.reserve(&hold).await?;
+    let label = match &outcome {
+        Reservation::Acquired => "new",
+        Reservation::Completed(_) => "replayed",
+        Reservation::InProgress => "in_progress",
+        Reservation::Mismatch => "mismatch",
+    };
+    counter!(IDEMPOTENCY_REQUESTS, "outcome" => label).increment(1);
+    match outcome {
+        Reservation::Acquired => {}
+        Reservation::Completed(stored) => return Ok(respond(stored, &created.order, true)),
+        Reservation::InProgress => return Err(ApiError::IdempotencyInProgress),
+        Reservation::Mismatch => return Err(ApiError::IdempotencyMismatch),
+    }
+    let guard = Release(Some((store.clone(), hold.clone())));
+    match store
+        .insert_completing(&created.order, &hold, &created.response)
+        .await
+    {
+        Ok(true) => {
+            guard.disarm();
+            Ok(respond(created.response, &created.order, false))
+        }
+        // Held past lock_timeout and taken over by a repeat: that one answers the client.
+        Ok(false) => {
+            guard.disarm();
+            Err(ApiError::IdempotencyInProgress)
+        }
+        Err(e) => {
+            guard.release().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The response, counted as a created order unless it is a replay.
+fn respond(stored: StoredResponse, order: &Order, replayed: bool) -> Response {
+    if !replayed {
+        counter!(ORDERS_CREATED, "currency" => order.currency.code()).increment(1);
+    }
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut res = (status, stored.body).into_response();
+    let headers = res.headers_mut();
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    if replayed {
+        headers.insert(
+            idempotency::REPLAYED_HEADER,
+            HeaderValue::from_static("true"),
+        );
+    }
+    res
+}
+
+/// `now + d`, saturating instead of overflowing on absurd durations.
+fn later(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Releases a hold whose request did not complete: explicitly after a failure, or from `Drop`
+/// when the request is cancelled (client gone, timeout), so a retry need not wait for the lock
+/// to lapse.
+struct Release(Option<(Store, Hold)>);
+
+impl Release {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+
+    async fn release(mut self) {
+        if let Some((store, hold)) = self.0.take()
+            && let Err(e) = store.release(&hold).await
+        {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it lapses at lock_timeout");
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some((store, hold)) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Err(e) = store.release(&hold).await {
+                    tracing::warn!(error = %e, "cannot release an idempotency key; it lapses at lock_timeout");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `/api/v2`: orders with money as `{"amount_minor", "currency"}`, cursor pagination that no
+//! concurrent insert can disturb, created-at filters, and conditional updates (`ETag` on reads,
+//! `If-Match` required on writes).
+
+pub mod orders;
+pub mod wire;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The v2 routes, to be nested under `/api/v2`.
+pub fn router() -> Router<AppState> {
+    orders::router()
+}

@@ -1,0 +1,114 @@
+//! Idempotency records in SQLite (timestamps as fixed-width text, like the orders).
+
+use sqlx::Row;
+
+use super::{SqliteStore, insert_query, timestamp};
+use crate::idempotency::{Hold, StoredResponse};
+use crate::orders::Order;
+use crate::store::StoreError;
+use crate::store::idempotency::{ExistingRecord, encode_headers};
+
+impl SqliteStore {
+    /// Inserts the hold, or takes over a record that expired or whose holder ran out of time;
+    /// `false` when the key is held or completed.
+    pub(in crate::store) async fn take(&self, hold: &Hold) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers, body, \
+             locked_until, created_at, expires_at) VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4, ?5, ?6) \
+             ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             status = NULL, headers = NULL, body = NULL, locked_until = excluded.locked_until, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= ?5 \
+             OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= ?5)",
+        )
+        .bind(&hold.scope)
+        .bind(hold.key.as_str())
+        .bind(&hold.fingerprint)
+        .bind(timestamp(hold.locked_until))
+        .bind(timestamp(hold.created_at))
+        .bind(timestamp(hold.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// The record of the hold's scope and key, if there is one.
+    pub(in crate::store) async fn existing(
+        &self,
+        hold: &Hold,
+    ) -> Result<Option<ExistingRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, status, headers, body FROM idempotency_keys \
+             WHERE scope = ?1 AND key = ?2",
+        )
+        .bind(&hold.scope)
+        .bind(hold.key.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(ExistingRecord {
+            fingerprint: r.try_get("fingerprint")?,
+            status: r.try_get("status")?,
+            headers: r.try_get("headers")?,
+            body: r.try_get("body")?,
+        }))
+    }
+
+    pub(in crate::store) async fn insert_completing(
+        &self,
+        order: &Order,
+        items: &str,
+        hold: &Hold,
+        response: &StoredResponse,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_query(order, items).execute(&mut *tx).await?;
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET status = ?1, headers = ?2, body = ?3 \
+             WHERE scope = ?4 AND key = ?5 AND created_at = ?6 AND status IS NULL",
+        )
+        .bind(i64::from(response.status))
+        .bind(encode_headers(&response.headers))
+        .bind(response.body.as_slice())
+        .bind(&hold.scope)
+        .bind(hold.key.as_str())
+        .bind(timestamp(hold.created_at))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(in crate::store) async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE scope = ?1 AND key = ?2 AND created_at = ?3 AND status IS NULL",
+        )
+        .bind(&hold.scope)
+        .bind(hold.key.as_str())
+        .bind(timestamp(hold.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn purge_idempotency(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rowid IN \
+             (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(timestamp(now))
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

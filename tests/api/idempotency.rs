@@ -1,0 +1,298 @@
+//! Idempotency-Key on creates, both versions and both backends: replay, 409 while another
+//! request (or replica) holds the key, 422 for another payload, per-client scopes, expiry and
+//! purge.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use chrono::{TimeDelta, Utc};
+use futures_util::future::join_all;
+use orders_api::idempotency::{Hold, IdempotencyKey, Reservation, StoredResponse, fingerprint};
+use orders_api::store::Store;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, both_backends, order_body, problem, test_settings};
+use crate::v2::v2_body;
+
+both_backends!(
+    a_repeat_replays_the_first_response,
+    another_payload_under_the_same_key_is_refused,
+    a_held_key_conflicts_until_released_or_lapsed,
+    concurrent_duplicates_create_one_order,
+    keys_are_scoped_per_client,
+    expired_records_are_not_replayed_and_are_purged,
+    bad_keys_are_refused_and_failed_validation_keeps_the_key_free,
+);
+
+async fn post(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// Orders of `customer` as v2 sees them.
+async fn count(app: &TestApp, customer: &str) -> usize {
+    let page: Value = app
+        .get(&format!("/api/v2/orders?customer_id={customer}&limit=100"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["data"].as_array().unwrap().len()
+}
+
+/// A store on the app's database: another replica, as far as the keys are concerned.
+fn replica(app: &TestApp) -> Store {
+    Store::open(&test_settings(&app.backend.url(), &[]).database).expect("store")
+}
+
+async fn a_repeat_replays_the_first_response(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (path, body, key) in [
+        ("/api/v1/orders", order_body("rep-v1"), "retry-1"),
+        ("/api/v2/orders", v2_body("rep-v2"), "retry-2"),
+    ] {
+        let first = post(&app, path, &format!("\"{key}\""), &body).await;
+        assert_eq!(first.status(), 201);
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let (location, etag) = (
+            first.headers()["location"].clone(),
+            first.headers().get("etag").cloned(),
+        );
+        let first: Value = first.json().await.unwrap();
+        // The bare token form of the same key.
+        let again = post(&app, path, key, &body).await;
+        assert_eq!(again.status(), 201);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.headers()["location"], location);
+        assert_eq!(again.headers().get("etag").cloned(), etag);
+        assert_eq!(again.headers()["content-type"], "application/json");
+        assert_eq!(again.json::<Value>().await.unwrap(), first);
+    }
+    assert_eq!(count(&app, "rep-v1").await, 1);
+    assert_eq!(count(&app, "rep-v2").await, 1);
+    let metrics = app
+        .client
+        .get(app.ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("idempotency_requests_total{outcome=\"replayed\"}")
+                && !l.ends_with(" 0")
+        ),
+        "replays are counted"
+    );
+}
+
+async fn another_payload_under_the_same_key_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(
+        post(&app, "/api/v2/orders", "k", &v2_body("a"))
+            .await
+            .status(),
+        201
+    );
+    let p = problem(post(&app, "/api/v2/orders", "k", &v2_body("b")).await, 422).await;
+    assert_eq!(p["type"], "urn:orders-api:problem:idempotency-key-reused");
+    // The same body on the other version is another request too.
+    let v1 = order_body("a");
+    problem(post(&app, "/api/v1/orders", "k", &v1).await, 422).await;
+    assert_eq!(count(&app, "b").await, 0);
+}
+
+fn hold(scope: &str, key: &str, body: &Value, lock: TimeDelta) -> Hold {
+    let now = orders_api::orders::now();
+    Hold {
+        scope: scope.into(),
+        key: IdempotencyKey::parse(key.as_bytes()).unwrap(),
+        fingerprint: fingerprint("POST", "/api/v2/orders", body),
+        created_at: now,
+        locked_until: now + lock,
+        expires_at: now + TimeDelta::hours(24),
+    }
+}
+
+async fn a_held_key_conflicts_until_released_or_lapsed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let other = replica(&app);
+    let body = v2_body("held");
+    let held = hold("ip:127.0.0.1", "busy", &body, TimeDelta::seconds(30));
+    assert_eq!(other.reserve(&held).await.unwrap(), Reservation::Acquired);
+
+    let p = problem(post(&app, "/api/v2/orders", "busy", &body).await, 409).await;
+    assert_eq!(p["type"], "urn:orders-api:problem:idempotency-key-in-use");
+    // Another payload is told so, even while the key is held.
+    problem(
+        post(&app, "/api/v2/orders", "busy", &v2_body("x")).await,
+        422,
+    )
+    .await;
+    other.release(&held).await.unwrap();
+    assert_eq!(
+        post(&app, "/api/v2/orders", "busy", &body).await.status(),
+        201
+    );
+
+    // A replica that died holding a key: past locked_until a repeat takes it over.
+    let dead = hold("ip:127.0.0.1", "dead", &body, TimeDelta::seconds(-1));
+    assert_eq!(other.reserve(&dead).await.unwrap(), Reservation::Acquired);
+    assert_eq!(
+        post(&app, "/api/v2/orders", "dead", &body).await.status(),
+        201
+    );
+    // The late holder cannot complete what is no longer its own.
+    let order = orders_api::orders::Order::create(
+        orders_api::orders::NewOrder {
+            customer_id: orders_api::orders::CustomerId::parse("held").unwrap(),
+            currency: orders_api::orders::Currency::parse("EUR").unwrap(),
+            items: vec![],
+        },
+        Utc::now(),
+    );
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![],
+        body: b"{}".to_vec(),
+    };
+    assert!(
+        !other
+            .insert_completing(&order, &dead, &response)
+            .await
+            .unwrap()
+    );
+    assert_eq!(count(&app, "held").await, 2);
+    other.close().await;
+}
+
+async fn concurrent_duplicates_create_one_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let body = v2_body("dup");
+    let results = join_all((0..16).map(|_| post(&app, "/api/v2/orders", "same", &body))).await;
+    let mut created: Vec<Value> = Vec::new();
+    for res in results {
+        match res.status().as_u16() {
+            201 => created.push(res.json().await.unwrap()),
+            409 => {
+                problem(res, 409).await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(
+        created.windows(2).all(|w| w[0] == w[1]),
+        "one order, replayed"
+    );
+    assert_eq!(count(&app, "dup").await, 1);
+}
+
+async fn keys_are_scoped_per_client(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let neighbour = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
+    let body = v2_body("scoped");
+    let mine: Value = post(&app, "/api/v2/orders", "shared", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let theirs = neighbour
+        .post(app.url("/api/v2/orders"))
+        .header("idempotency-key", "shared")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 201);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["id"], mine["id"], "another client's key is its own");
+    let other_payload = neighbour
+        .post(app.url("/api/v2/orders"))
+        .header("idempotency-key", "shared-2")
+        .json(&v2_body("scoped"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_payload.status(), 201);
+    assert_eq!(count(&app, "scoped").await, 3);
+}
+
+async fn expired_records_are_not_replayed_and_are_purged(backend: Backend) {
+    // A TTL of one microsecond: every record has expired by the next request.
+    let app = TestApp::spawn_with(backend, &[("APP_IDEMPOTENCY__TTL", "1us")]).await;
+    let body = v2_body("expiring");
+    let first: Value = post(&app, "/api/v2/orders", "e", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = post(&app, "/api/v2/orders", "e", &body).await;
+    assert_eq!(second.status(), 201);
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    assert_ne!(second.json::<Value>().await.unwrap()["id"], first["id"]);
+    assert_eq!(post(&app, "/api/v2/orders", "f", &body).await.status(), 201);
+
+    // The purge deletes what expired by the time it is given, in batches, and nothing else.
+    let store = replica(&app);
+    let keep = hold("ip:192.0.2.1", "kept", &body, TimeDelta::seconds(30));
+    assert_eq!(store.reserve(&keep).await.unwrap(), Reservation::Acquired);
+    let purged = store
+        .purge_idempotency(orders_api::orders::now(), 1)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2, "records e and f, one per batch");
+    assert_eq!(
+        store
+            .purge_idempotency(orders_api::orders::now(), 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.reserve(&keep).await.unwrap(), Reservation::InProgress);
+    let later = keep.expires_at + TimeDelta::seconds(1);
+    assert_eq!(store.purge_idempotency(later, 10).await.unwrap(), 1);
+    store.close().await;
+}
+
+async fn bad_keys_are_refused_and_failed_validation_keeps_the_key_free(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let long = "k".repeat(256);
+    for bad in ["", "\"unterminated", long.as_str()] {
+        problem(
+            post(&app, "/api/v2/orders", bad, &v2_body("bad")).await,
+            400,
+        )
+        .await;
+    }
+    let twice = app
+        .client
+        .post(app.url("/api/v2/orders"))
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .json(&v2_body("bad"))
+        .send()
+        .await
+        .unwrap();
+    problem(twice, 400).await;
+    let mut invalid = v2_body("bad");
+    invalid["items"] = json!([]);
+    problem(post(&app, "/api/v2/orders", "fresh", &invalid).await, 422).await;
+    assert_eq!(
+        post(&app, "/api/v2/orders", "fresh", &v2_body("bad"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(count(&app, "bad").await, 1);
+}
