@@ -7,7 +7,9 @@
 //! - [`server`] binds the API and ops listeners, keeps the schema current, and shuts down
 //!   gracefully (readiness off → drain → finish in-flight → close the pool).
 //! - [`router`] declares routes only; [`middleware`] is the one ordered layer stack.
-//! - [`api`] holds the handlers: [`api::v1`] (orders), [`api::ops`] (`/healthz`, `/readyz`).
+//! - [`api`] holds the handlers: [`api::v1`] and [`api::v2`] (orders, each with its OpenAPI
+//!   document; [`api::openapi`] holds what the documents share), [`api::ops`] (`/healthz`,
+//!   `/readyz`).
 //! - [`error`] is the only place errors become status codes (RFC 9457 problem+json).
 //! - [`orders`] is the domain (no HTTP, no SQL); [`store`] persists it in SQLite or PostgreSQL.
 //! - [`telemetry`] installs the log subscriber (JSON lines or pretty).

@@ -20,10 +20,12 @@ use utoipa::openapi::{ContentBuilder, Deprecated, ObjectBuilder, OpenApi, Respon
 use utoipa::{PartialSchema, ToSchema};
 
 pub use responses::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, ProblemResponse, UnprocessableEntity,
-    UnsupportedMediaType,
+    BadRequest, Conflict, PreconditionFailed, PreconditionRequired, ProblemResponse,
+    UnprocessableEntity,
 };
-pub use schemas::{FieldError, IdempotencyKey, Problem, currency, customer_id, order_status, sku};
+pub use schemas::{
+    FieldError, IdempotencyKey, Problem, StatusChange, currency, customer_id, order_status, sku,
+};
 
 /// The name of the bearer security scheme; operations list it in `security(...)`.
 pub const BEARER: &str = "bearer";
@@ -59,9 +61,9 @@ pub fn finish(mut doc: OpenApi, version: Version) -> Bytes {
     doc.paths
         .paths
         .insert(version.document_path.into(), document_item(version));
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         for op in operations(item) {
-            responses::add_common(op);
+            responses::add_common(path, op);
             headers::add_request_id_parameter(op);
             if version.deprecated {
                 op.deprecated = Some(Deprecated::True);

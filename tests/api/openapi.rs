@@ -63,7 +63,14 @@ async fn document(app: &TestApp, path: &str) -> Value {
                 assert_eq!(headers["Retry-After"]["required"], true, "{what} {status}");
             }
         }
-        for status in ["429", "503", "504"] {
+        let mut expected = vec!["429", "503", "504"];
+        if op.get("requestBody").is_some() {
+            expected.extend(["400", "413", "415", "422"]);
+        }
+        if path.contains("{id}") {
+            expected.push("404");
+        }
+        for status in expected {
             assert!(responses.contains_key(status), "{what} lacks {status}");
         }
         let secured = op["security"] == serde_json::json!([{"bearer": []}]);
@@ -89,27 +96,25 @@ fn paths(doc: &Value) -> Vec<(String, String)> {
     found
 }
 
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    expected
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect()
+/// The operations each version serves, sorted as [`paths`] sorts them.
+fn expected_paths(version: &str) -> Vec<(String, String)> {
+    [
+        ("GET", "openapi.json"),
+        ("GET", "orders"),
+        ("GET", "orders/{id}"),
+        ("PATCH", "orders/{id}"),
+        ("POST", "orders"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), format!("/api/{version}/{p}")))
+    .collect()
 }
 
 #[tokio::test]
 async fn v1_document_describes_v1_only() {
     let app = TestApp::spawn(Backend::sqlite()).await;
     let doc = document(&app, "/api/v1/openapi.json").await;
-    assert_eq!(
-        paths(&doc),
-        pairs(&[
-            ("GET", "/api/v1/openapi.json"),
-            ("GET", "/api/v1/orders"),
-            ("GET", "/api/v1/orders/{id}"),
-            ("PATCH", "/api/v1/orders/{id}"),
-            ("POST", "/api/v1/orders"),
-        ])
-    );
+    assert_eq!(paths(&doc), expected_paths("v1"));
     for (what, _, op) in operations(&doc) {
         assert_eq!(op["deprecated"], true, "{what}");
         for response in op["responses"].as_object().expect("responses").values() {
@@ -141,4 +146,46 @@ async fn v1_document_describes_v1_only() {
         ),
         (Some(1), Some(100))
     );
+}
+
+#[tokio::test]
+async fn v2_document_describes_v2_only() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    let doc = document(&app, "/api/v2/openapi.json").await;
+    assert_eq!(paths(&doc), expected_paths("v2"));
+    for (what, _, op) in operations(&doc) {
+        assert!(op.get("deprecated").is_none(), "{what}");
+        for response in op["responses"].as_object().expect("responses").values() {
+            let headers = &resolve(&doc, response)["headers"];
+            assert!(headers.get("Deprecation").is_none(), "{what}");
+        }
+    }
+    let one = &doc["paths"]["/api/v2/orders/{id}"];
+    for (method, status) in [
+        ("get", "200"),
+        ("get", "304"),
+        ("patch", "200"),
+        ("patch", "412"),
+    ] {
+        let response = resolve(&doc, &one[method]["responses"][status]);
+        assert_eq!(
+            response["headers"]["ETag"]["required"], true,
+            "{method} {status}"
+        );
+    }
+    let patch = &one["patch"];
+    let if_match = patch["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "If-Match"))
+        .expect("If-Match parameter");
+    assert_eq!(
+        (&if_match["in"], &if_match["required"]),
+        (&Value::from("header"), &Value::from(true))
+    );
+    for status in ["409", "412", "428"] {
+        assert!(
+            patch["responses"].get(status).is_some(),
+            "PATCH lacks {status}"
+        );
+    }
 }

@@ -56,6 +56,22 @@ pub fn www_authenticate() -> Header {
     )
 }
 
+/// `ETag`: the order's version as a strong entity tag.
+pub fn etag() -> Header {
+    string(
+        Some("^\"[0-9]+\"$"),
+        "The order's version as a strong entity tag, e.g. `\"3\"`: send it as `If-Match`.",
+    )
+}
+
+fn replayed() -> Header {
+    string(
+        Some("^true$"),
+        "Present when this is the stored response of an earlier request with the same \
+         `Idempotency-Key`.",
+    )
+}
+
 fn location() -> Header {
     string(Some("^/api/v[0-9]+/orders/"), "The path of the new order.")
 }
@@ -110,10 +126,22 @@ pub(super) fn add_to_every_response(doc: &mut OpenApi, deprecated: bool) {
     }
     let add = |status: &String, response: &mut RefOr<Response>| {
         if let RefOr::T(response) = response {
-            // Every create answers 201 with the new resource's path.
-            let created = (status == "201").then(|| ("Location", location()));
+            // Every create answers 201 with the new resource's path, replayed or not.
+            let created = (status == "201")
+                .then(|| {
+                    [
+                        ("Location", location()),
+                        ("Idempotent-Replayed", replayed()),
+                    ]
+                })
+                .into_iter()
+                .flatten();
             for (name, header) in common.iter().cloned().chain(created) {
                 response.headers.entry(name.into()).or_insert(header);
+            }
+            // Operations name the ETag they send; its form is the same everywhere.
+            if let Some(tag) = response.headers.get_mut("ETag") {
+                *tag = etag();
             }
         }
     };

@@ -6,15 +6,15 @@ use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Response, Response
 use utoipa::{ToResponse, ToSchema};
 
 use super::Problem;
-use super::headers::{retry_after, www_authenticate};
+use super::headers::{etag, retry_after, www_authenticate};
 use crate::error::PROBLEM_JSON;
 
 /// Component name and description of each error status the API answers with.
-const ERRORS: [(u16, &str, &str); 12] = [
+const ERRORS: [(u16, &str, &str); 14] = [
     (
         400,
         "BadRequest",
-        "The body is not JSON, or the query string cannot be decoded.",
+        "The body is not JSON, a header is malformed, or the query string cannot be decoded.",
     ),
     (
         401,
@@ -34,7 +34,12 @@ const ERRORS: [(u16, &str, &str); 12] = [
     (
         409,
         "Conflict",
-        "The order's status forbids the change; `current_status` says what it is.",
+        "The order's status forbids the change (`current_status` says what it is), or a request with the same `Idempotency-Key` is still in progress.",
+    ),
+    (
+        412,
+        "PreconditionFailed",
+        "`If-Match` names another version than the current one; `ETag` is the current one.",
     ),
     (
         413,
@@ -49,7 +54,12 @@ const ERRORS: [(u16, &str, &str); 12] = [
     (
         422,
         "UnprocessableEntity",
-        "Invalid fields or parameters; `errors` lists every one.",
+        "Invalid fields or parameters (`errors` lists every one), or an `Idempotency-Key` reused with another request.",
+    ),
+    (
+        428,
+        "PreconditionRequired",
+        "The change must be conditional: send `If-Match`.",
     ),
     (
         429,
@@ -71,6 +81,10 @@ const ERRORS: [(u16, &str, &str); 12] = [
 
 /// Statuses any operation can answer, from layers outside the handlers.
 const ALWAYS: [u16; 4] = [429, 500, 503, 504];
+/// Statuses of operations that read a JSON body: malformed, too large, not JSON, invalid.
+const BODY: [u16; 4] = [400, 413, 415, 422];
+/// Statuses of operations on one order.
+const ONE: [u16; 1] = [404];
 /// Statuses of operations that require an API key.
 const SECURED: [u16; 2] = [401, 403];
 
@@ -91,14 +105,12 @@ impl<const STATUS: u16> ToResponse<'static> for ProblemResponse<STATUS> {
 
 /// 400.
 pub type BadRequest = ProblemResponse<400>;
-/// 404.
-pub type NotFound = ProblemResponse<404>;
 /// 409.
 pub type Conflict = ProblemResponse<409>;
-/// 413.
-pub type PayloadTooLarge = ProblemResponse<413>;
-/// 415.
-pub type UnsupportedMediaType = ProblemResponse<415>;
+/// 412.
+pub type PreconditionFailed = ProblemResponse<412>;
+/// 428.
+pub type PreconditionRequired = ProblemResponse<428>;
 /// 422.
 pub type UnprocessableEntity = ProblemResponse<422>;
 
@@ -114,6 +126,9 @@ pub(super) fn register(components: &mut Components) {
         if matches!(status, 429 | 503) {
             response = response.header("Retry-After", retry_after());
         }
+        if status == 412 {
+            response = response.header("ETag", etag());
+        }
         if matches!(status, 401 | 403) {
             response = response.header("WWW-Authenticate", www_authenticate());
         }
@@ -123,14 +138,26 @@ pub(super) fn register(components: &mut Components) {
     }
 }
 
-/// Adds the statuses outer layers produce, and those of authentication where the operation
-/// requires a key, unless the operation already describes them.
-pub(super) fn add_common(op: &mut Operation) {
+/// Adds the statuses that follow from an operation's shape rather than its logic, unless it
+/// already describes them: those outer layers produce, those of reading a JSON body (and parsing
+/// it: 422), 404 where the path names an order, and those of authentication where the operation
+/// requires a key.
+pub(super) fn add_common(path: &str, op: &mut Operation) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-    let extra = ALWAYS
+    let statuses = ALWAYS
         .iter()
+        .chain(if op.request_body.is_some() {
+            BODY.as_slice()
+        } else {
+            &[]
+        })
+        .chain(if path.contains("{id}") {
+            ONE.as_slice()
+        } else {
+            &[]
+        })
         .chain(if secured { SECURED.as_slice() } else { &[] });
-    for status in extra {
+    for status in statuses {
         if let Some((_, name, _)) = ERRORS.iter().find(|(s, ..)| s == status) {
             op.responses
                 .responses

@@ -89,6 +89,15 @@ pub struct IdempotencyKey {
     pub key: Option<String>,
 }
 
+/// The body of a status change: `{"status": "..."}`. Unknown members are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// The status to move to; the state machine decides whether it may (409 if not).
+    #[schema(schema_with = order_status)]
+    pub status: String,
+}
+
 fn string_matching(pattern: &str) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)

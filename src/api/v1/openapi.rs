@@ -10,7 +10,7 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Type};
 use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
 use super::orders::{self, ItemV1, ListV1, OrderV1};
-use crate::api::openapi::{self, Version, customer_id, order_status, sku};
+use crate::api::openapi::{self, StatusChange, Version, customer_id, order_status, sku};
 use crate::orders::{Currency, MAX_ITEMS, MAX_UNIT_PRICE_MINOR, Quantity};
 
 /// Where the document is served.
@@ -104,15 +104,6 @@ fn unit_price_pattern(exponent: u8) -> String {
     format!("^(0|[1-9][0-9]{{0,{}}}){fraction}$", digits - 1)
 }
 
-/// The body of `PATCH /api/v1/orders/{id}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatusChangeV1 {
-    /// The status to move to; the state machine decides whether it may (409 if not).
-    #[schema(schema_with = order_status)]
-    pub status: String,
-}
-
 /// The query of `GET /api/v1/orders`; other parameters are ignored.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -145,7 +136,7 @@ pub struct ListQueryV1 {
                        every response carries `Deprecation`, `Sunset` and a `Link` to v2."
     ),
     paths(orders::create, orders::fetch, orders::list, orders::update_status),
-    components(schemas(OrderV1, ItemV1, ListV1, NewOrderV1, StatusChangeV1)),
+    components(schemas(OrderV1, ItemV1, ListV1, NewOrderV1, StatusChange)),
     tags((name = "orders", description = "Create, read, list and move orders through their life"))
 )]
 struct V1Doc;

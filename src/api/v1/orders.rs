@@ -12,13 +12,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::body::{JsonBody, Problems, child};
-use crate::api::openapi::{
-    BadRequest, Conflict, IdempotencyKey, NotFound, PayloadTooLarge, UnprocessableEntity,
-    UnsupportedMediaType, currency, customer_id, order_status, sku,
-};
-use crate::api::v1::openapi::{ListQueryV1, NewOrderV1, StatusChangeV1};
 use crate::api::create::{self, Created, Idempotency};
+use crate::api::openapi::{
+    BadRequest, Conflict, IdempotencyKey, StatusChange, UnprocessableEntity, currency, customer_id,
+    order_status, sku,
+};
 use crate::api::status::{Expect, change_status, not_found, parse_id, parse_status_change};
+use crate::api::v1::openapi::{ListQueryV1, NewOrderV1};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::idempotency::StoredResponse;
@@ -200,11 +200,9 @@ fn parse_item(
     params(IdempotencyKey),
     request_body(content = NewOrderV1, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; `Location` names the new order", body = OrderV1),
-        (status = 400, response = BadRequest),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key`, the first \
+            request's response replayed); `Location` names the order", body = OrderV1),
+        (status = 409, response = Conflict),
     ),
     security(("bearer" = []))
 )]
@@ -243,7 +241,6 @@ pub async fn create(
     params(("id" = Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order", body = OrderV1),
-        (status = 404, response = NotFound),
     ),
     security(("bearer" = []))
 )]
@@ -326,15 +323,10 @@ pub async fn list(
     operation_id = "changeOrderStatus_v1",
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order's id")),
-    request_body(content = StatusChangeV1, content_type = "application/json"),
+    request_body(content = StatusChange, content_type = "application/json"),
     responses(
         (status = 200, description = "The order after the change", body = OrderV1),
-        (status = 400, response = BadRequest),
-        (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
     ),
     security(("bearer" = []))
 )]
