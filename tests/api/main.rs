@@ -4,6 +4,7 @@
 //! each, from TEST_DATABASE_URL).
 
 mod binary;
+mod conformance;
 mod deploy;
 mod errors;
 mod faults;
