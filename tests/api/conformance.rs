@@ -30,3 +30,29 @@ async fn whole_numbers_with_a_fraction_are_integers() {
     let body = problem(app.post_json("/api/v2/orders", &v2).await, 422).await;
     assert_eq!(body["errors"][0]["pointer"], "/items/0/quantity");
 }
+
+/// An entity tag may contain a comma (RFC 9110 `etagc`): a list holding one is well formed, so
+/// a tag that does not match is a failed precondition, not a malformed header.
+#[tokio::test]
+async fn if_match_tags_may_contain_commas() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    let res = app.post_json("/api/v2/orders", &v2_body("commas")).await;
+    assert_eq!(res.status(), 201);
+    let order: Value = res.json().await.expect("order");
+    let url = app.url(&format!(
+        "/api/v2/orders/{}",
+        order["id"].as_str().expect("id")
+    ));
+    let patch = |if_match: &'static str| {
+        app.client
+            .patch(&url)
+            .header("if-match", if_match)
+            .json(&json!({"status": "paid"}))
+            .send()
+    };
+    let stale = patch("\"a,b\"").await.expect("PATCH");
+    problem(stale, 412).await;
+    let listed = patch("\"x,y\", \"1\"").await.expect("PATCH");
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.headers()["etag"], "\"2\"");
+}

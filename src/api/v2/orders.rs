@@ -204,7 +204,7 @@ fn entity_tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<T
         let Ok(text) = value.to_str() else {
             return Some(Err(()));
         };
-        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        for member in members(text) {
             if member == "*" {
                 return Some(Ok(Tags::Any));
             }
@@ -219,6 +219,20 @@ fn entity_tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<T
         }
     }
     Some(Ok(Tags::List(tags)))
+}
+
+/// The members of a list header, split at the commas between them: a comma inside a quoted
+/// entity tag belongs to the tag (RFC 9110 8.8.3 allows it there).
+fn members(text: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    text.split(move |c| {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        c == ',' && !quoted
+    })
+    .map(str::trim)
+    .filter(|m| !m.is_empty())
 }
 
 enum Tags {
@@ -280,6 +294,11 @@ mod tests {
             Some(Expect::Versions(vec![1, 4]))
         );
         assert_eq!(parse(&["\"abc\""]), Some(Expect::Versions(vec![])));
+        assert_eq!(
+            parse(&["\"a,b\", \"3\""]),
+            Some(Expect::Versions(vec![3])),
+            "a comma inside a tag is part of it"
+        );
         assert!(if_match(&headers(header::IF_MATCH, &["3"])).is_err());
         assert!(if_match(&headers(header::IF_MATCH, &["\"3"])).is_err());
     }
