@@ -61,7 +61,7 @@ pub struct ListQueryV2 {
     #[param(nullable = false, minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<u32>,
     /// Where to continue: a `next_cursor` from an earlier page (422 for anything else).
-    #[param(nullable = false, min_length = 1)]
+    #[param(nullable = false, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Only orders in this status.
     #[param(nullable = false, schema_with = order_status)]
@@ -84,7 +84,7 @@ pub struct IfMatch {
     /// `*`, or the `ETag` of the version the change applies to (a list of tags is accepted;
     /// weak tags never match). Required: without it the answer is 428.
     #[serde(rename = "If-Match")]
-    #[param(pattern = r#"^(\*|(W/)?"[^"]*"( *, *(W/)?"[^"]*")*)$"#)]
+    #[param(pattern = r#"^(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)$"#)]
     pub if_match: String,
 }
 

@@ -109,7 +109,7 @@ pub struct PageV2 {
     /// The orders.
     pub data: Vec<OrderV2>,
     /// Pass as `cursor` for the next page; `null` on the last page.
-    #[schema(required = true, min_length = 1)]
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]+$")]
     pub next_cursor: Option<String>,
     /// Ready-made URLs of this page and the next.
     pub links: Links,
