@@ -173,9 +173,12 @@ pub fn is_probe(req: &Request) -> bool {
     matches!(matched(req), "/healthz" | "/readyz")
 }
 
-/// The database-backed, versioned API routes.
+/// The database-backed, versioned API routes. The OpenAPI documents live under `/api` but never
+/// touch the database: counting them would dilute the breaker's failure rate, and refusing
+/// them while it is open would hide the contract for no gain.
 pub fn is_api(req: &Request) -> bool {
-    matched(req).starts_with("/api/")
+    let path = matched(req);
+    path.starts_with("/api/") && !path.ends_with(crate::api::openapi::DOCUMENT_NAME)
 }
 
 /// Wraps the ops router (probes, metrics) in the minimal stack.

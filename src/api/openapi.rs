@@ -27,6 +27,9 @@ pub use schemas::{
     FieldError, IdempotencyKey, Problem, StatusChange, currency, customer_id, order_status, sku,
 };
 
+/// The last segment of every version's document path (`/api/v1/openapi.json`).
+pub const DOCUMENT_NAME: &str = "/openapi.json";
+
 /// The name of the bearer security scheme; operations list it in `security(...)`.
 pub const BEARER: &str = "bearer";
 

@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// The v2 routes, to be nested under `/api/v2`, with the public OpenAPI document.
 pub fn router() -> Router<AppState> {
     orders::router().route(
-        "/openapi.json",
+        crate::api::openapi::DOCUMENT_NAME,
         crate::api::openapi::route(openapi::document()),
     )
 }

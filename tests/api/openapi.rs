@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::faults::FaultProxy;
+use crate::helpers::{Backend, TestApp, authority, via};
 
 /// Follows a local `$ref` (`#/components/...`) within `doc`.
 fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
@@ -188,4 +189,54 @@ async fn v2_document_describes_v2_only() {
             "PATCH lacks {status}"
         );
     }
+}
+
+/// The documents are not database calls: while PostgreSQL is cut off they neither keep the
+/// breaker closed by counting as successes nor get refused once it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_outside_the_database_breaker() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let real = backend.url();
+    let proxy = FaultProxy::start(authority(&real).to_string()).await;
+    let app = TestApp::start_url(
+        backend,
+        Some(via(&real, proxy.addr)),
+        &[
+            ("APP_CIRCUIT_BREAKER__WINDOW", "4"),
+            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "4"),
+            ("APP_CIRCUIT_BREAKER__OPEN_WAIT", "60s"),
+            ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "60s"),
+            ("APP_DATABASE__ACQUIRE_TIMEOUT", "300ms"),
+            ("APP_DATABASE__STATEMENT_TIMEOUT", "500ms"),
+            ("APP_SERVER__REQUEST_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    proxy.cut();
+    // Three document fetches per failing call: counted as successes they would hold the
+    // failure rate at 25 %, below the threshold, and the breaker would never open.
+    let mut failing_calls = 0;
+    loop {
+        for _ in 0..3 {
+            assert_eq!(app.get("/api/v1/openapi.json").await.status(), 200);
+        }
+        let body: Value = app
+            .get("/api/v1/orders")
+            .await
+            .json()
+            .await
+            .expect("problem");
+        if body["type"] == "urn:orders-api:problem:circuit-open" {
+            break;
+        }
+        failing_calls += 1;
+        assert!(
+            failing_calls <= 4,
+            "breaker still closed after {failing_calls} failures"
+        );
+    }
+    assert_eq!(app.get("/api/v2/openapi.json").await.status(), 200);
 }
