@@ -81,6 +81,25 @@ pub struct Created<'a> {
     pub response: StoredResponse,
 }
 
+/// The 201 of a create: `wire` as JSON, its `Location`, and `extra` headers.
+pub fn created(
+    location: String,
+    extra: Vec<(String, String)>,
+    wire: &impl serde::Serialize,
+) -> Result<StoredResponse, ApiError> {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("location".to_string(), location),
+    ];
+    headers.extend(extra);
+    Ok(StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        headers,
+        body: serde_json::to_vec(wire)
+            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
+    })
+}
+
 /// Stores the order and answers, honouring the `Idempotency-Key` when there is one.
 pub async fn create(
     store: &Store,

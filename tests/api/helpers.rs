@@ -273,6 +273,18 @@ impl TestApp {
             .expect("PATCH")
     }
 
+    /// The ops listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.ops_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Creates an order and returns its body.
     pub async fn create_order(&self, body: &Value) -> Value {
         let res = self.post_json("/api/v1/orders", body).await;
@@ -324,6 +336,14 @@ pub fn order_body(customer: &str) -> Value {
             { "sku": "SKU-2", "quantity": 1, "unit_price": "0.05" }
         ]
     })
+}
+
+/// The sum of the samples of `name` whose labels contain `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Asserts an RFC 9457 body with `status`, and returns it.
