@@ -7,9 +7,11 @@
 //! - [`server`] binds the API and ops listeners, keeps the schema current, and shuts down
 //!   gracefully (readiness off → drain → finish in-flight → close the pool).
 //! - [`router`] declares routes only; [`middleware`] is the one ordered layer stack.
-//! - [`api`] holds the handlers: [`api::v1`] (orders), [`api::ops`] (`/healthz`, `/readyz`).
+//! - [`api`] holds the handlers: [`api::v1`] and [`api::v2`] (orders), [`api::ops`]
+//!   (`/healthz`, `/readyz`); [`api::create`] makes creates idempotent for both versions.
 //! - [`error`] is the only place errors become status codes (RFC 9457 problem+json).
 //! - [`orders`] is the domain (no HTTP, no SQL); [`store`] persists it in SQLite or PostgreSQL.
+//! - [`idempotency`] decides what a repeated `Idempotency-Key` gets; the store keeps the records.
 //! - [`telemetry`] installs the log subscriber (JSON lines or pretty).
 
 pub mod api;
