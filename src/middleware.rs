@@ -130,7 +130,7 @@ pub fn api(
                 access_log::layer,
             ))
             .layer(axum::middleware::from_fn_with_state(
-                optional.http_metrics,
+                optional.http_metrics.then(http_metrics::HttpMetrics::new),
                 http_metrics::layer,
             ))
             .layer(CatchPanicLayer::custom(panic_response))
