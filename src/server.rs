@@ -284,6 +284,7 @@ pub async fn shutdown_signal() {
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting immediately");
+        crate::telemetry::stdout::flush();
         std::process::exit(130);
     });
 }
