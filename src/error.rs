@@ -36,6 +36,18 @@ pub enum ApiError {
     /// 400: the request is unusable for another reason (bad query encoding).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 401: no `Authorization: Bearer` credentials.
+    #[error("no API key")]
+    Unauthenticated,
+    /// 401: a bearer token that is malformed or matches no configured key.
+    #[error("invalid API key")]
+    InvalidToken,
+    /// 403: the key is valid but lacks the scope the request needs.
+    #[error("API key lacks scope {scope}")]
+    InsufficientScope {
+        /// The scope the request needs.
+        scope: &'static str,
+    },
     /// 404: nothing at this path, or no such order.
     #[error("not found: {0}")]
     NotFound(String),
@@ -118,6 +130,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -142,6 +156,8 @@ impl ApiError {
             Self::RateLimited { .. } => "urn:orders-api:problem:rate-limited",
             Self::CircuitOpen { .. } => "urn:orders-api:problem:circuit-open",
             Self::Overloaded => "urn:orders-api:problem:overloaded",
+            Self::Unauthenticated | Self::InvalidToken => "urn:orders-api:problem:unauthenticated",
+            Self::InsufficientScope { .. } => "urn:orders-api:problem:insufficient-scope",
             _ => "about:blank",
         }
     }
@@ -150,6 +166,13 @@ impl ApiError {
         match self {
             Self::MalformedJson(e) => format!("the body is not valid JSON: {e}"),
             Self::BadRequest(d) | Self::NotFound(d) | Self::UnsupportedMediaType(d) => d.clone(),
+            Self::Unauthenticated => {
+                "this API needs an API key: send Authorization: Bearer <key>".into()
+            }
+            Self::InvalidToken => "the API key is malformed or not valid".into(),
+            Self::InsufficientScope { scope } => {
+                format!("the API key lacks the scope {scope} this request needs")
+            }
             Self::MethodNotAllowed => "this path does not support this method; see Allow".into(),
             Self::Conflict { detail, .. } => detail.clone(),
             Self::PayloadTooLarge => "the request body is larger than the server accepts".into(),
@@ -177,6 +200,24 @@ impl ApiError {
                 "an internal error occurred; quote the request_id".into()
             }
         }
+    }
+}
+
+/// The realm of every `WWW-Authenticate` challenge.
+pub const REALM: &str = "orders-api";
+
+impl ApiError {
+    /// The RFC 6750 `WWW-Authenticate` challenge of a 401 or 403.
+    fn challenge(&self) -> Option<HeaderValue> {
+        let value = match self {
+            Self::Unauthenticated => format!("Bearer realm=\"{REALM}\""),
+            Self::InvalidToken => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            Self::InsufficientScope { scope } => {
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"")
+            }
+            _ => return None,
+        };
+        HeaderValue::from_str(&value).ok()
     }
 }
 
@@ -225,6 +266,9 @@ impl IntoResponse for ApiError {
         };
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if let Some(challenge) = self.challenge() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if matches!(self, Self::Database(_)) {
             res.extensions_mut().insert(DatabaseFailure);
