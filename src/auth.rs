@@ -41,6 +41,24 @@ impl Scope {
         Self::ALL.into_iter().find(|scope| scope.as_str() == s)
     }
 
+    /// The scopes `names` name, or the names that are no scope.
+    pub fn parse_all<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, Vec<&'a str>> {
+        let (known, unknown): (Vec<_>, Vec<_>) = names
+            .into_iter()
+            .map(|name| Self::parse(name).ok_or(name))
+            .partition(Result::is_ok);
+        if unknown.is_empty() {
+            Ok(Scopes::of(&known.into_iter().flatten().collect::<Vec<_>>()))
+        } else {
+            Err(unknown.into_iter().filter_map(Result::err).collect())
+        }
+    }
+
+    /// What an unknown scope name is told.
+    pub fn unknown(name: &str) -> String {
+        format!("unknown scope {name:?}; known: orders:read, orders:write")
+    }
+
     /// The scope a request with `method` needs. Methods that change nothing need `orders:read`;
     /// any other method, known or not, needs `orders:write`, so a method added later is never
     /// open to read-only keys by accident.

@@ -14,6 +14,9 @@ use crate::store::StoreError;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The realm of every `WWW-Authenticate` challenge.
+pub const REALM: &str = "orders-api";
+
 /// One invalid input, located by a JSON pointer into the body or by a query parameter name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -148,6 +151,19 @@ impl ApiError {
         }
     }
 
+    /// The RFC 6750 `WWW-Authenticate` challenge of a 401 or 403.
+    fn challenge(&self) -> Option<HeaderValue> {
+        let value = match self {
+            Self::Unauthenticated => format!("Bearer realm=\"{REALM}\""),
+            Self::InvalidToken => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            Self::InsufficientScope { scope } => {
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"")
+            }
+            _ => return None,
+        };
+        HeaderValue::from_str(&value).ok()
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Validation(_) => "urn:orders-api:problem:validation",
@@ -200,24 +216,6 @@ impl ApiError {
                 "an internal error occurred; quote the request_id".into()
             }
         }
-    }
-}
-
-/// The realm of every `WWW-Authenticate` challenge.
-pub const REALM: &str = "orders-api";
-
-impl ApiError {
-    /// The RFC 6750 `WWW-Authenticate` challenge of a 401 or 403.
-    fn challenge(&self) -> Option<HeaderValue> {
-        let value = match self {
-            Self::Unauthenticated => format!("Bearer realm=\"{REALM}\""),
-            Self::InvalidToken => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
-            Self::InsufficientScope { scope } => {
-                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"")
-            }
-            _ => return None,
-        };
-        HeaderValue::from_str(&value).ok()
     }
 }
 

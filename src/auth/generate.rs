@@ -59,19 +59,16 @@ pub fn toml_entry(table: &str, id: &str, sha256: &str, scopes: Scopes) -> String
 
 /// Parses a comma-separated scope list such as `orders:read,orders:write`.
 pub fn parse_scopes(list: &str) -> Result<Scopes, String> {
-    let mut scopes = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        scopes.push(
-            Scope::parse(name).ok_or_else(|| {
-                format!("unknown scope {name:?}; known: orders:read, orders:write")
-            })?,
-        );
+    let names = list.split(',').map(str::trim).filter(|s| !s.is_empty());
+    match Scope::parse_all(names) {
+        Ok(scopes) if scopes.is_empty() => Err("at least one scope is needed".into()),
+        Ok(scopes) => Ok(scopes),
+        Err(unknown) => Err(unknown
+            .into_iter()
+            .map(Scope::unknown)
+            .collect::<Vec<_>>()
+            .join("; ")),
     }
-    let scopes = Scopes::of(&scopes);
-    if scopes.is_empty() {
-        return Err("at least one scope is needed".into());
-    }
-    Ok(scopes)
 }
 
 #[cfg(test)]

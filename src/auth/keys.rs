@@ -79,20 +79,18 @@ impl RawKey {
                 [0; 32]
             }
         };
-        let mut scopes = Vec::new();
-        for name in self.scopes.unwrap_or_default() {
-            match Scope::parse(&name) {
-                Some(s) => scopes.push(s),
-                None => problems.push((
-                    "scopes",
-                    format!("unknown scope {name:?}; known: orders:read, orders:write"),
-                )),
+        let names = self.scopes.unwrap_or_default();
+        let scopes = match Scope::parse_all(names.iter().map(String::as_str)) {
+            Ok(scopes) if scopes.is_empty() => {
+                problems.push(("scopes", "at least one scope is needed".to_string()));
+                scopes
             }
-        }
-        let scopes = Scopes::of(&scopes);
-        if scopes.is_empty() && problems.iter().all(|(field, _)| *field != "scopes") {
-            problems.push(("scopes", "at least one scope is needed".to_string()));
-        }
+            Ok(scopes) => scopes,
+            Err(unknown) => {
+                problems.extend(unknown.into_iter().map(|n| ("scopes", Scope::unknown(n))));
+                Scopes::default()
+            }
+        };
         if problems.is_empty() {
             Ok(ApiKey {
                 id: id.into(),
