@@ -90,7 +90,7 @@ pub enum KeysAction {
     /// Print a new random key (shown once), its SHA-256 and a [[auth.keys]] table to paste
     /// into the configuration. Only the hash belongs in configuration.
     Generate {
-        /// The key's id, as access logs will show it [default: key-<start of the hash>].
+        /// The key's id, as access logs show it [default: "key-" and 8 hex digits of the hash].
         #[arg(long)]
         id: Option<String>,
         /// Comma-separated scopes: orders:read, orders:write.
