@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Scopes;
+use crate::auth::generate::parse_scopes;
 use crate::config::{EXIT_CONFIG, LoadOptions, Settings, Sources, render_effective};
 use crate::server::{Server, shutdown_signal};
 use crate::store::{Store, StoreError};
@@ -94,8 +96,8 @@ pub enum KeysAction {
         #[arg(long)]
         id: Option<String>,
         /// Comma-separated scopes: orders:read, orders:write.
-        #[arg(long, default_value = "orders:read", value_parser = crate::auth::generate::parse_scopes)]
-        scopes: crate::auth::Scopes,
+        #[arg(long, default_value = "orders:read", value_parser = parse_scopes)]
+        scopes: Scopes,
     },
 }
 

@@ -1,5 +1,5 @@
-//! API keys in two layers. `identify` (outer, never refuses) puts the caller's
-//! [`Principal`] and [`crate::auth::KeyIndex`] into the request when its bearer key matches, so the access
+//! API keys in two layers. `identify` (outer, never refuses) puts the caller's [`Principal`]
+//! and [`crate::auth::KeyIndex`] into the request when its bearer key matches, so the access
 //! log, the rate limiter and handlers all see who is calling. `authorize` (a `route_layer`, so
 //! unknown paths stay 404) answers 401 or 403 on the `/api` routes.
 
