@@ -6,6 +6,7 @@
 //! the offending value (secrets redacted) and where it came from. Each component receives only its
 //! own section.
 
+mod auth;
 mod layers;
 mod print;
 mod reader;
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use auth::AuthSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
 pub use values::{Backend, DatabaseUrl};
@@ -60,6 +62,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The circuit breaker around the database-backed routes.
     pub circuit_breaker: BreakerSettings,
+    /// API keys on the `/api` routes.
+    pub auth: AuthSettings,
     /// Graceful shutdown timing.
     pub shutdown: ShutdownSettings,
     /// `Idempotency-Key` records.
@@ -325,6 +329,7 @@ impl Settings {
             telemetry: telemetry(&mut r),
             rate_limit: rate_limit(&mut r),
             circuit_breaker: circuit_breaker(&mut r),
+            auth: auth::auth(&mut r),
             shutdown: shutdown(&mut r),
         };
         r.finish().map(|()| settings)

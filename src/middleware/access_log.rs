@@ -1,5 +1,6 @@
-//! One access event per request: method, matched route, path, status, latency, client, agent.
-//! Never headers like Authorization or Cookie, never bodies.
+//! One access event per request: method, matched route, path, status, latency, client, agent,
+//! and the id of the API key that authenticated it. Never headers like Authorization or Cookie
+//! (nor the key itself), never bodies.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -8,6 +9,8 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::USER_AGENT;
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::auth::Principal;
 
 /// The route label for requests that matched no route.
 pub const UNMATCHED: &str = "<unmatched>";
@@ -57,6 +60,10 @@ pub async fn layer(State(level): State<Level>, req: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let api_key_id = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.key_id.clone());
     let res = next.run(req).await;
     let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     access_event!(
@@ -68,6 +75,7 @@ pub async fn layer(State(level): State<Level>, req: Request, next: Next) -> Resp
         latency_ms,
         client_ip = %client_ip,
         user_agent = %user_agent,
+        api_key_id = api_key_id.as_deref(),
         "request completed"
     );
     res
