@@ -13,6 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use metrics::counter;
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
@@ -56,9 +57,13 @@ where
     }
 }
 
-/// Whose keys these are: the client address (behind trusted proxies, IPv6 by prefix), so one
-/// client can neither replay nor block another's requests.
+/// Whose keys these are: the API key's id when the request has one, else the client address
+/// (behind trusted proxies, IPv6 by prefix), so one client can neither replay nor block
+/// another's requests.
 fn scope(parts: &Parts, clients: &ClientIp) -> String {
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return format!("key:{}", principal.key_id);
+    }
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => {
             let ip = clients.key(clients.resolve(peer.ip(), &parts.headers));

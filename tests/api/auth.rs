@@ -379,3 +379,34 @@ fn serving_without_keys_warns_that_the_api_is_open() {
     let message = warning["message"].as_str().unwrap();
     assert!(message.contains("open to anyone"), "{message}");
 }
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_the_api_key_not_the_address() {
+    let keys = Keys::write();
+    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let create = |key: &'static str| {
+        app.client
+            .post(app.url("/api/v1/orders"))
+            .header("authorization", bearer(key))
+            .header("idempotency-key", "checkout-1")
+            .json(&order_body("cust-idem"))
+            .send()
+    };
+    let first: Value = create(WRITER).await.unwrap().json().await.unwrap();
+    let replay = create(WRITER).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), first);
+    // Another key from the same address: its own key space, so a new order.
+    let other = create(ADMIN).await.unwrap();
+    assert_eq!(other.status(), 201);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    assert_ne!(other.json::<Value>().await.unwrap()["id"], first["id"]);
+    // v2 is guarded the same way.
+    let v2 = "/api/v2/orders";
+    let res = send(&app, reqwest::Method::GET, v2, None).await;
+    problem(res, 401).await;
+    let res = send(&app, reqwest::Method::GET, v2, Some(&bearer(WRITER))).await;
+    problem(res, 403).await;
+    let res = send(&app, reqwest::Method::GET, v2, Some(&bearer(READER))).await;
+    assert_eq!(res.status(), 200);
+}
