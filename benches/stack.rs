@@ -57,6 +57,8 @@ fn settings(db_url: &str) -> Settings {
         ("APP_SERVER__PORT".into(), "0".into()),
         ("APP_SERVER__OPS_PORT".into(), "0".into()),
         ("APP_DATABASE__URL".into(), db_url.into()),
+        // Requests carry no API key, as in the tests.
+        ("APP_AUTH__ENABLED".into(), "false".into()),
     ];
     for policy in ["GLOBAL", "PER_CLIENT", "WRITES"] {
         env.push((

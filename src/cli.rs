@@ -1,7 +1,8 @@
 //! The command line: `serve` (default), `migrate`, `config check`, `config print`,
-//! `healthcheck`.
+//! `healthcheck`, `keys generate`.
 
 mod healthcheck;
+mod keys;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Scopes;
+use crate::auth::generate::parse_scopes;
 use crate::config::{EXIT_CONFIG, LoadOptions, Settings, Sources, render_effective};
 use crate::server::{Server, shutdown_signal};
 use crate::store::{Store, StoreError};
@@ -60,6 +63,12 @@ pub enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Manage API keys.
+    Keys {
+        /// generate.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Inspect the configuration.
     Config {
         /// check or print.
@@ -75,6 +84,21 @@ pub enum ConfigAction {
     Check,
     /// Print the effective configuration as TOML, each key with its source; secrets as ***.
     Print,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Print a new random key (shown once), its SHA-256 and a [[auth.keys]] table to paste
+    /// into the configuration. Only the hash belongs in configuration.
+    Generate {
+        /// The key's id, as access logs show it [default: "key-" and 8 hex digits of the hash].
+        #[arg(long)]
+        id: Option<String>,
+        /// Comma-separated scopes: orders:read, orders:write.
+        #[arg(long, default_value = "orders:read", value_parser = parse_scopes)]
+        scopes: Scopes,
+    },
 }
 
 /// Parses the command line and runs the chosen command.
@@ -111,6 +135,9 @@ pub fn main() -> ExitCode {
             });
             healthcheck_main(&url, timeout)
         }
+        Command::Keys {
+            action: KeysAction::Generate { id, scopes },
+        } => keys::generate(id, scopes),
         Command::Serve => with_settings(&opts, serve),
         Command::Migrate => with_settings(&opts, migrate),
     }

@@ -7,6 +7,7 @@
 //! own section.
 
 mod api;
+mod auth;
 mod layers;
 mod print;
 mod reader;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::ApiSettings;
+pub use auth::AuthSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
 pub use values::{Backend, DatabaseUrl};
@@ -62,6 +64,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The circuit breaker around the database-backed routes.
     pub circuit_breaker: BreakerSettings,
+    /// API keys on the `/api` routes.
+    pub auth: AuthSettings,
     /// Graceful shutdown timing.
     pub shutdown: ShutdownSettings,
     /// `Idempotency-Key` records.
@@ -329,6 +333,7 @@ impl Settings {
             telemetry: telemetry(&mut r),
             rate_limit: rate_limit(&mut r),
             circuit_breaker: circuit_breaker(&mut r),
+            auth: auth::auth(&mut r),
             shutdown: shutdown(&mut r),
             api: api::read(&mut r),
         };

@@ -14,6 +14,9 @@ use crate::store::StoreError;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The realm of every `WWW-Authenticate` challenge.
+pub const REALM: &str = "orders-api";
+
 /// One invalid input, located by a JSON pointer into the body or by a query parameter name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -36,6 +39,18 @@ pub enum ApiError {
     /// 400: the request is unusable for another reason (bad query encoding).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 401: no `Authorization: Bearer` credentials.
+    #[error("no API key")]
+    Unauthenticated,
+    /// 401: a bearer token that is malformed or matches no configured key.
+    #[error("invalid API key")]
+    InvalidToken,
+    /// 403: the key is valid but lacks the scope the request needs.
+    #[error("API key lacks scope {scope}")]
+    InsufficientScope {
+        /// The scope the request needs.
+        scope: &'static str,
+    },
     /// 404: nothing at this path, or no such order.
     #[error("not found: {0}")]
     NotFound(String),
@@ -135,6 +150,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
@@ -154,6 +171,19 @@ impl ApiError {
         }
     }
 
+    /// The RFC 6750 `WWW-Authenticate` challenge of a 401 or 403.
+    fn challenge(&self) -> Option<HeaderValue> {
+        let value = match self {
+            Self::Unauthenticated => format!("Bearer realm=\"{REALM}\""),
+            Self::InvalidToken => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            Self::InsufficientScope { scope } => {
+                format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\"")
+            }
+            _ => return None,
+        };
+        HeaderValue::from_str(&value).ok()
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Validation(_) => "urn:orders-api:problem:validation",
@@ -166,6 +196,8 @@ impl ApiError {
             Self::IdempotencyMismatch => "urn:orders-api:problem:idempotency-key-reused",
             Self::PreconditionFailed { .. } => "urn:orders-api:problem:precondition-failed",
             Self::PreconditionRequired(_) => "urn:orders-api:problem:precondition-required",
+            Self::Unauthenticated | Self::InvalidToken => "urn:orders-api:problem:unauthenticated",
+            Self::InsufficientScope { .. } => "urn:orders-api:problem:insufficient-scope",
             _ => "about:blank",
         }
     }
@@ -174,6 +206,13 @@ impl ApiError {
         match self {
             Self::MalformedJson(e) => format!("the body is not valid JSON: {e}"),
             Self::BadRequest(d) | Self::NotFound(d) | Self::UnsupportedMediaType(d) => d.clone(),
+            Self::Unauthenticated => {
+                "this API needs an API key: send Authorization: Bearer <key>".into()
+            }
+            Self::InvalidToken => "the API key is malformed or not valid".into(),
+            Self::InsufficientScope { scope } => {
+                format!("the API key lacks the scope {scope} this request needs")
+            }
             Self::MethodNotAllowed => "this path does not support this method; see Allow".into(),
             Self::Conflict { detail, .. } | Self::PreconditionFailed { detail, .. } => {
                 detail.clone()
@@ -265,6 +304,9 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(etag)
         {
             headers.insert(header::ETAG, v);
+        }
+        if let Some(challenge) = self.challenge() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if matches!(self, Self::Database(_)) {
             res.extensions_mut().insert(DatabaseFailure);

@@ -9,12 +9,16 @@
 //! - [`router`] declares routes only; [`middleware`] is the one ordered layer stack.
 //! - [`api`] holds the handlers: [`api::v1`] and [`api::v2`] (orders, each with its OpenAPI
 //!   document; [`api::openapi`] holds what the documents share), [`api::ops`] (`/healthz`,
-//!   `/readyz`).
+//!   `/readyz`); [`api::create`] makes creates idempotent for both versions.
 //! - [`error`] is the only place errors become status codes (RFC 9457 problem+json).
+//! - [`auth`] knows the API keys (by SHA-256 only) and their scopes; `middleware::auth`
+//!   identifies the caller and refuses with 401/403.
 //! - [`orders`] is the domain (no HTTP, no SQL); [`store`] persists it in SQLite or PostgreSQL.
+//! - [`idempotency`] decides what a repeated `Idempotency-Key` gets; the store keeps the records.
 //! - [`telemetry`] installs the log subscriber (JSON lines or pretty).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -5,19 +5,26 @@
 //! 1. request id: accept or mint `x-request-id`, echo it. Outermost so every error body has it.
 //! 2. trace: the server span (W3C `traceparent` in and out); every later log line carries its
 //!    `trace_id`, `span_id` and the request id.
-//! 3. access log: one INFO event per request with the final status, including responses that
-//!    inner layers produced (413, panics turned into 500).
-//! 4. HTTP metrics: counted outside every refusing layer, so their statuses are counted too.
-//! 5. deprecation: `/api/v1` responses get `Deprecation`, `Sunset` and a successor `Link`.
-//!    Outside catch panic, timeout and every refusing layer, so that 500, 504, 429, 503 and 413
-//!    from v1 routes announce it as well as the handlers' own answers; inside request id and
-//!    metrics, which need no such knowledge.
-//! 6. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
-//! 7. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
-//! 8. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent.
-//! 9. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
-//! 10. circuit breaker: around `/api` routes only; while open, 503 without touching the database.
-//! 11. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 3. identify (with `auth.enabled`): a valid bearer key puts the caller's `Principal` into the
+//!    request; never refuses. Before the access log and the rate limiter, which both use it.
+//! 4. access log: one INFO event per request with the final status, including responses that
+//!    inner layers produced (413, panics turned into 500), and the caller's `api_key_id`.
+//! 5. HTTP metrics: counted outside every refusing layer, so their statuses are counted too.
+//! 6. deprecation: `/api/v1` responses get `Deprecation`, `Sunset` and a successor `Link`.
+//!    Outside catch panic, timeout and every refusing layer, so that 500, 504, 429, 503, 413,
+//!    401 and 403 from v1 routes announce it as well as the handlers' own answers; inside
+//!    request id and metrics, which need no such knowledge.
+//! 7. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
+//! 8. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
+//! 9. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent;
+//!    keyed by API key when the request has a valid one, else by client address.
+//! 10. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
+//! 11. circuit breaker: around the database-backed `/api` routes only; while open, 503 without
+//!     touching the database.
+//! 12. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 13. authorize (with `auth.enabled`, a `route_layer`): `/api` routes without a valid key get
+//!     401, without the method's scope 403. Only matched routes are wrapped, so an unknown path
+//!     stays 404 rather than telling strangers to authenticate.
 //!
 //! Layers go on with `Router::layer`, which wraps every route *inside* the router, so
 //! `MatchedPath` is available for the route label; the fallback is wrapped too, so unmatched
@@ -25,6 +32,7 @@
 //! span and a DEBUG access log: probes and scrapes make no traces, metrics or INFO lines.
 
 pub mod access_log;
+pub mod auth;
 pub mod circuit_breaker;
 pub mod deprecation;
 pub mod drain;
@@ -46,6 +54,7 @@ use tower::ServiceBuilder;
 use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::auth::keys::KeyStore;
 use crate::config::{ApiSettings, ServerSettings, Settings};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
@@ -63,6 +72,8 @@ pub struct Guards {
     pub breaker: Option<Arc<Breaker>>,
     /// In-flight slots.
     pub in_flight: Arc<Semaphore>,
+    /// The API keys, unless `auth.enabled = false`.
+    pub auth: Option<Arc<KeyStore>>,
 }
 
 impl Guards {
@@ -86,9 +97,14 @@ impl Guards {
                 Box::new(circuit_breaker::MetricsObserver),
             )
         });
+        let auth = settings
+            .auth
+            .enabled
+            .then(|| Arc::new(KeyStore::new(settings.auth.keys.clone())));
         Self {
             rate_limit,
             breaker,
+            auth,
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight as usize)),
         }
     }
@@ -122,11 +138,18 @@ pub fn api(
     optional: Optional,
     health: Arc<Health>,
 ) -> Router {
+    let router = match &guards.auth {
+        Some(_) => router.route_layer(axum::middleware::from_fn(auth::authorize)),
+        None => router,
+    };
     router.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(health, drain::layer))
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(axum::middleware::from_fn(trace::layer))
+            .layer(option_layer(guards.auth.clone().map(|keys| {
+                axum::middleware::from_fn_with_state(keys, auth::identify)
+            })))
             .layer(axum::middleware::from_fn_with_state(
                 if optional.access_log {
                     access_log::Level::Info
@@ -136,7 +159,7 @@ pub fn api(
                 access_log::layer,
             ))
             .layer(axum::middleware::from_fn_with_state(
-                optional.http_metrics,
+                optional.http_metrics.then(http_metrics::HttpMetrics::new),
                 http_metrics::layer,
             ))
             .layer(axum::middleware::from_fn_with_state(

@@ -82,6 +82,15 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
+        match &guards.auth {
+            Some(keys) => tracing::info!(
+                keys = %keys.ids().collect::<Vec<_>>().join(","),
+                "API key authentication on"
+            ),
+            None => tracing::warn!(
+                "auth disabled (auth.enabled = false): the API is open to anyone who can reach it"
+            ),
+        }
         let schema = tokio::spawn(ensure_schema(
             state.store.clone(),
             state.health.clone(),
@@ -285,6 +294,7 @@ pub async fn shutdown_signal() {
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting immediately");
+        crate::telemetry::stdout::flush();
         std::process::exit(130);
     });
 }

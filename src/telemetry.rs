@@ -7,6 +7,7 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod stdout;
 pub mod traces;
 
 use std::time::Duration;
@@ -36,6 +37,7 @@ impl Telemetry {
         {
             tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
         }
+        stdout::flush();
     }
 }
 
@@ -53,7 +55,7 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
             .with_ansi(false)
             .fmt_fields(logs::NoFields)
             .event_format(logs::JsonLines)
-            .with_writer(std::io::stdout)
+            .with_writer(stdout::BufferedStdout)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stdout)

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use orders_api::config::{LoadOptions, Settings, Sources, render_effective};
+use orders_api::config::{ConfigError, LoadOptions, Settings, Sources, render_effective};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -13,6 +13,9 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// The embedded defaults require API keys; tests of other settings switch them off.
+const NO_AUTH: (&str, &str) = ("APP_AUTH__ENABLED", "false");
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -27,15 +30,17 @@ fn layers_apply_in_order_default_profile_file_env() {
     );
     let file = dir.path().join("override.toml");
     write(&file, "[server]\nport = 2222\n");
+    // The defaults require API keys; these layers are about other settings.
     let base = [
         ("APP_CONFIG_DIR", dir.path().to_str().unwrap()),
         ("APP_PROFILE", "staging"),
+        ("APP_AUTH__ENABLED", "false"),
     ];
 
     // Defaults only (profile file absent).
     let s = Settings::load(&LoadOptions {
         config_file: None,
-        env: env(&[("APP_CONFIG_DIR", "/nonexistent")]),
+        env: env(&[("APP_CONFIG_DIR", "/nonexistent"), NO_AUTH]),
     })
     .unwrap();
     assert_eq!(
@@ -108,6 +113,7 @@ fn every_problem_is_reported_with_key_value_and_source() {
         ("APP_CONFIG_DIR", dir.path().to_str().unwrap()),
         ("APP_SERVER__PORT", "eighty"),
         ("APP_SERVER__PORTT", "1"),
+        NO_AUTH,
     ]);
     let errors = Settings::load(&LoadOptions {
         config_file: Some(file.clone()),
@@ -148,6 +154,7 @@ fn strings_from_the_environment_stay_strings() {
         ("APP_DATABASE__URL", "postgres://u:007@h/d"),
         ("APP_SERVER__BODY_LIMIT", "1MiB"),
         ("APP_DATABASE__MIGRATE_ON_START", "false"),
+        NO_AUTH,
     ]);
     let s = Settings::load(&LoadOptions {
         config_file: None,
@@ -229,15 +236,35 @@ fn binary_exits_78_listing_three_bad_values_with_their_sources() {
 
 #[test]
 fn binary_config_print_uses_the_profile_file_and_redacts() {
+    // Production requires API keys: a keys file as a mounted Secret would provide it.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    write(
+        &keys,
+        &format!("[[keys]]\n{}", entry_fields("prod", HASH_A, "orders:read")),
+    );
     let out = binary(
         &["config", "print"],
         &[
             ("APP_PROFILE", "production"),
             ("DATABASE_URL", "postgres://a:topsecret@h/d"),
+            ("APP_AUTH__KEYS_FILE", keys.to_str().unwrap()),
         ],
     );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "keys_file = \"{}\"  # env APP_AUTH__KEYS_FILE",
+            keys.display()
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("# profile: production"), "{stdout}");
     assert!(
         stdout.contains("drain_delay = \"5s\"  # ./config/production.toml"),
@@ -266,7 +293,11 @@ fn help_names_the_environment_variables() {
 #[test]
 fn api_dates_are_validated_with_key_and_source() {
     let load = |vars: &[(&str, &str)]| {
-        let mut all = vec![("APP_CONFIG_DIR", "/nonexistent")];
+        // Without keys, auth on would be one more problem.
+        let mut all = vec![
+            ("APP_CONFIG_DIR", "/nonexistent"),
+            ("APP_AUTH__ENABLED", "false"),
+        ];
         all.extend_from_slice(vars);
         Settings::load(&LoadOptions {
             config_file: None,
@@ -295,4 +326,176 @@ fn api_dates_are_validated_with_key_and_source() {
     assert_eq!(errors[0].key, "api.v1_sunset");
     assert_eq!(errors[0].source, "env APP_API__V1_SUNSET");
     assert!(errors[0].message.contains("must not precede"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys.
+
+/// Two well-formed hashes (of no key anyone holds).
+const HASH_A: &str = "6b1d3a4a1e4c1c7e5b3b2d7e0f5d0c9a8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e";
+const HASH_B: &str = "AB1d3a4a1e4c1c7e5b3b2d7e0f5d0c9a8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e";
+
+fn entry_fields(id: &str, sha256: &str, scopes: &str) -> String {
+    format!("id = \"{id}\"\nsha256 = \"{sha256}\"\nscopes = [\"{scopes}\"]\n")
+}
+
+/// Loads with the embedded defaults, `file` as --config and `vars`; the problems, if any.
+fn load_auth(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<Settings, Vec<ConfigError>> {
+    let mut all = vec![("APP_CONFIG_DIR", "/nonexistent")];
+    all.extend_from_slice(vars);
+    Settings::load(&LoadOptions {
+        config_file: file.map(Path::to_path_buf),
+        env: env(&all),
+    })
+    .map_err(|e| e.0)
+}
+
+fn only<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
+    let found: Vec<_> = errors.iter().filter(|e| e.key == key).collect();
+    assert_eq!(found.len(), 1, "one error for {key} in {errors:#?}");
+    found[0]
+}
+
+#[test]
+fn auth_on_without_keys_is_an_error_naming_the_keys_and_the_source() {
+    let errors = load_auth(None, &[]).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let e = only(&errors, "auth.enabled");
+    assert_eq!(e.source, "default");
+    assert!(e.message.contains("auth.keys"), "{}", e.message);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders-api.toml");
+    write(&file, "[auth]\nenabled = true\nkeys = []\n");
+    let errors = load_auth(Some(&file), &[]).unwrap_err();
+    assert_eq!(
+        only(&errors, "auth.enabled").source,
+        file.display().to_string()
+    );
+
+    // The production profile, as the binary reads it, refuses to start.
+    for args in [&["config", "check"][..], &["serve"][..]] {
+        let out = binary(args, &[("APP_PROFILE", "production")]);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("auth.enabled = true (from default)") && stderr.contains("auth.keys"),
+            "{stderr}"
+        );
+    }
+    // Off, it needs none.
+    assert!(load_auth(None, &[NO_AUTH]).unwrap().auth.keys.is_empty());
+}
+
+#[test]
+fn keys_from_the_configuration_and_the_keys_file_load_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders-api.toml");
+    write(
+        &file,
+        &format!(
+            "[[auth.keys]]\n{}",
+            entry_fields("shop", HASH_A, "orders:write")
+        ),
+    );
+    let keys_file = dir.path().join("keys.toml");
+    write(
+        &keys_file,
+        &format!("[[keys]]\n{}", entry_fields("ci", HASH_B, "orders:read")),
+    );
+    let s = load_auth(
+        Some(&file),
+        &[("APP_AUTH__KEYS_FILE", keys_file.to_str().unwrap())],
+    )
+    .unwrap();
+    assert!(s.auth.enabled);
+    assert_eq!(s.auth.keys_file.as_deref(), Some(keys_file.as_path()));
+    let ids: Vec<&str> = s.auth.keys.iter().map(|k| &*k.id).collect();
+    assert_eq!(ids, ["shop", "ci"]);
+    assert_eq!(s.auth.keys[1].sha256[0], 0xab, "hex in either case");
+}
+
+#[test]
+fn every_bad_key_is_reported_with_its_place_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders-api.toml");
+    write(
+        &file,
+        &format!(
+            "[[auth.keys]]\n{}[[auth.keys]]\n{}[[auth.keys]]\n{}[[auth.keys]]\n{}",
+            entry_fields("a", "oak_pasted-key-not-hash", "orders:read"),
+            entry_fields("b", HASH_A, "orders:admin"),
+            entry_fields("c", HASH_A, "orders:read"),
+            entry_fields("c", HASH_B, "orders:read"),
+        ),
+    );
+    let errors = load_auth(Some(&file), &[]).unwrap_err();
+    let source = file.display().to_string();
+    let hash = only(&errors, "auth.keys[0].sha256");
+    assert!(hash.message.contains("64 hex digits"), "{}", hash.message);
+    let scope = only(&errors, "auth.keys[1].scopes");
+    assert!(
+        scope.message.contains("\"orders:admin\""),
+        "{}",
+        scope.message
+    );
+    let dup = only(&errors, "auth.keys[3].id");
+    assert!(dup.message.contains("already"), "{}", dup.message);
+    for e in [hash, scope, dup] {
+        assert_eq!(e.source, source);
+    }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        !format!("{errors:?}").contains("oak_pasted"),
+        "a key pasted as a hash is never echoed"
+    );
+}
+
+#[test]
+fn a_missing_or_broken_keys_file_is_an_error_naming_auth_keys_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.toml");
+    let broken = dir.path().join("broken.toml");
+    write(&broken, "[[keys]\nid = ");
+    let bad_entry = dir.path().join("bad-entry.toml");
+    write(
+        &bad_entry,
+        &format!("[[keys]]\n{}", entry_fields("x", "beef", "orders:read")),
+    );
+    for (path, what) in [
+        (&missing, "cannot read"),
+        (&broken, "not valid TOML"),
+        (&bad_entry, "keys[0].sha256: expected 64 hex digits"),
+    ] {
+        let shown = path.display().to_string();
+        let errors = load_auth(None, &[("APP_AUTH__KEYS_FILE", &shown)]).unwrap_err();
+        // One problem: the file's, not also "no keys configured".
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = only(&errors, "auth.keys_file");
+        assert_eq!(e.source, "env APP_AUTH__KEYS_FILE");
+        assert_eq!(e.value.as_deref(), Some(format!("\"{shown}\"").as_str()));
+        assert!(e.message.contains(what), "{}", e.message);
+    }
+}
+
+#[test]
+fn config_print_shows_hashes_but_never_a_pasted_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders-api.toml");
+    write(
+        &file,
+        &format!(
+            "[[auth.keys]]\n{}[[auth.keys]]\n{}key = \"oak_under-a-typo\"\n",
+            entry_fields("good", HASH_A, "orders:read"),
+            entry_fields("pasted", "oak_in-the-hash-field", "orders:read"),
+        ),
+    );
+    let out = render_effective(&Sources::collect(&LoadOptions {
+        config_file: Some(file.clone()),
+        env: env(&[("APP_CONFIG_DIR", "/nonexistent")]),
+    }));
+    assert!(out.contains(HASH_A), "{out}");
+    assert!(out.contains("\"pasted\""), "{out}");
+    assert!(!out.contains("oak_"), "{out}");
+    out.parse::<toml::Table>().expect("still TOML");
 }

@@ -31,7 +31,8 @@ case $MODE in
             APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false) ;;
     *) echo "usage: $0 on|off" >&2; exit 2 ;;
 esac
-env APP_CONFIG_DIR="$ROOT/config" APP_PROFILE=production APP_SERVER__HOST=127.0.0.1 \
+# The wrk scripts send no API key.
+env APP_CONFIG_DIR="$ROOT/config" APP_PROFILE=production APP_AUTH__ENABLED=false APP_SERVER__HOST=127.0.0.1 \
     APP_LOG__FORMAT=json APP_SHUTDOWN__DRAIN_DELAY=0s APP_SERVER__PORT=$PORT \
     APP_SERVER__OPS_PORT=$((PORT + 1)) APP_DATABASE__URL="sqlite://$OUT/orders.db" "${extra[@]}" \
     taskset -c 0 "$OUT/svc-under-load" serve >"$OUT/service.log" 2>&1 &

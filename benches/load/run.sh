@@ -100,6 +100,8 @@ base_env=(
     APP_SERVER__HOST=127.0.0.1
     APP_LOG__FORMAT=json
     APP_SHUTDOWN__DRAIN_DELAY=0s
+    # The wrk scripts send no API key.
+    APP_AUTH__ENABLED=false
 )
 limits_high=()
 for policy in GLOBAL PER_CLIENT WRITES; do

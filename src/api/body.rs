@@ -124,6 +124,35 @@ impl Problems {
         None
     }
 
+    /// A required array member of 1 to `max` elements, each parsed by `item` at its own
+    /// pointer; `None` if the array or any element is invalid (every problem is recorded).
+    pub fn array<T>(
+        &mut self,
+        obj: &Map<String, Value>,
+        pointer: &str,
+        key: &str,
+        max: usize,
+        mut item: impl FnMut(&mut Self, &Value, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let at = child(pointer, key);
+        match obj.get(key) {
+            None | Some(Value::Null) => self.at(&at, "is required"),
+            Some(Value::Array(v)) if v.is_empty() || v.len() > max => {
+                self.at(&at, format!("must hold 1 to {max} items"));
+            }
+            Some(Value::Array(v)) => {
+                let parsed: Vec<Option<T>> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, element)| item(self, element, &format!("{at}/{i}")))
+                    .collect();
+                return parsed.into_iter().collect();
+            }
+            Some(_) => self.at(&at, "must be an array"),
+        }
+        None
+    }
+
     /// A required integer member, parsed by `parse`.
     pub fn integer<T, E: std::fmt::Display>(
         &mut self,

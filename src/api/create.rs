@@ -13,6 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use metrics::counter;
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
@@ -56,9 +57,13 @@ where
     }
 }
 
-/// Whose keys these are: the client address (behind trusted proxies, IPv6 by prefix), so one
-/// client can neither replay nor block another's requests.
+/// Whose keys these are: the API key's id when the request has one, else the client address
+/// (behind trusted proxies, IPv6 by prefix), so one client can neither replay nor block
+/// another's requests.
 fn scope(parts: &Parts, clients: &ClientIp) -> String {
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return format!("key:{}", principal.key_id);
+    }
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => {
             let ip = clients.key(clients.resolve(peer.ip(), &parts.headers));
@@ -79,6 +84,25 @@ pub struct Created<'a> {
     pub order: Order,
     /// The response for it.
     pub response: StoredResponse,
+}
+
+/// The 201 of a create: `wire` as JSON, its `Location`, and `extra` headers.
+pub fn created(
+    location: String,
+    extra: Vec<(String, String)>,
+    wire: &impl serde::Serialize,
+) -> Result<StoredResponse, ApiError> {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("location".to_string(), location),
+    ];
+    headers.extend(extra);
+    Ok(StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        headers,
+        body: serde_json::to_vec(wire)
+            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
+    })
 }
 
 /// Stores the order and answers, honouring the `Idempotency-Key` when there is one.

@@ -160,6 +160,27 @@ impl<'a> Reader<'a> {
         parsed.unwrap_or_default()
     }
 
+    /// The raw value of `key`, for settings with a structure of their own.
+    pub(super) fn raw(&mut self, key: &'static str) -> Option<Value> {
+        self.read.insert(key);
+        self.sources.figment.find_value(key).ok()
+    }
+
+    /// Where the value of `key` came from.
+    pub(super) fn source_of(&self, key: &str) -> String {
+        self.sources.source_of(key)
+    }
+
+    /// Records a problem located by the caller.
+    pub(super) fn push(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
+    /// Whether a problem with `key` has been recorded.
+    pub(super) fn has_error(&self, key: &str) -> bool {
+        self.errors.iter().any(|e| e.key == key)
+    }
+
     /// Records `message` against `key` unless `ok`.
     pub(super) fn check(&mut self, key: &'static str, ok: bool, message: &str) {
         if !ok && self.errors.iter().all(|e| e.key != key) {

@@ -82,6 +82,7 @@ pub fn display_value(key: &str, value: &Value) -> String {
     match value {
         Value::String(_, s) if key == "database.url" => toml_string(&redact_url(s)),
         Value::String(_, s) if key == "telemetry.otlp.headers" => toml_string(&redact_pairs(s)),
+        Value::String(_, s) if may_be_a_key(key, s) => toml_string("***"),
         Value::String(_, s) => toml_string(s),
         Value::Char(_, c) => toml_string(&c.to_string()),
         Value::Bool(_, b) => b.to_string(),
@@ -106,6 +107,16 @@ pub fn display_value(key: &str, value: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Strings under `auth.keys` other than ids, scopes and well-formed hashes: a key pasted where
+/// its hash belongs, or under a misspelled field, must not be printed.
+fn may_be_a_key(key: &str, s: &str) -> bool {
+    match key {
+        "auth.keys.id" | "auth.keys.scopes" => false,
+        "auth.keys.sha256" => crate::auth::keys::parse_sha256(s).is_none(),
+        _ => key == "auth.keys" || key.starts_with("auth.keys."),
     }
 }
 

@@ -1,5 +1,6 @@
-//! One access event per request: method, matched route, path, status, latency, client, agent.
-//! Never headers like Authorization or Cookie, never bodies.
+//! One access event per request: method, matched route, path, status, latency, client, agent,
+//! and the id of the API key that authenticated it. Never headers like Authorization or Cookie
+//! (nor the key itself), never bodies.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -8,6 +9,8 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::USER_AGENT;
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::auth::Principal;
 
 /// The route label for requests that matched no route.
 pub const UNMATCHED: &str = "<unmatched>";
@@ -39,36 +42,44 @@ pub async fn layer(State(level): State<Level>, req: Request, next: Next) -> Resp
         return next.run(req).await;
     }
     let start = Instant::now();
+    // Reference-counted or Copy handles, not text: nothing is formatted until the line is.
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
+    let uri = req.uri().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let client_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_default();
-    let user_agent = req
-        .headers()
-        .get(USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .map(|ConnectInfo(addr)| addr.ip());
+    let user_agent = req.headers().get(USER_AGENT).cloned();
+    let api_key_id = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.key_id.clone());
     let res = next.run(req).await;
     let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     access_event!(
         level,
-        method = %method,
-        route = %route,
-        path = %path,
+        method = method.as_str(),
+        route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+        path = uri.path(),
         status = res.status().as_u16(),
         latency_ms,
-        client_ip = %client_ip,
-        user_agent = %user_agent,
+        client_ip = %OrEmpty(client_ip),
+        user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
+        api_key_id = api_key_id.as_deref(),
         "request completed"
     );
     res
+}
+
+/// Displays the value, or nothing.
+struct OrEmpty<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => Ok(()),
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Rate limiting: every API response carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers); a refusal is 429 problem+json naming the violated
 //! policies, with `Retry-After`. In shadow mode refusals are only counted. Probes are exempt.
+//! Requests with a valid API key share that key's buckets from any address; all others are
+//! counted by address, so a client guessing keys spends its own address's budget.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge};
 
 use super::is_probe;
+use crate::auth::KeyIndex;
 use crate::error::ApiError;
-use crate::resilience::client_ip::ClientIp;
+use crate::resilience::client_ip::{ClientIp, ClientKey};
 use crate::resilience::limiter::{Decision, Limiter};
 use crate::telemetry::metrics::{RATE_LIMIT_DECISIONS, RATE_LIMIT_KEYS};
 
@@ -48,6 +51,19 @@ impl RateLimit {
         }
     }
 
+    /// The bucket key: the API key a request was identified by, else its client address
+    /// (`None` without a peer address, which only in-process callers lack).
+    fn client(&self, req: &Request) -> Option<ClientKey> {
+        if let Some(KeyIndex(index)) = req.extensions().get::<KeyIndex>() {
+            return Some(ClientKey::ApiKey(*index));
+        }
+        let ConnectInfo(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+        Some(ClientKey::Ip(
+            self.clients
+                .key(self.clients.resolve(peer.ip(), req.headers())),
+        ))
+    }
+
     fn count(&self, decision: &Decision) {
         for p in &decision.policies {
             let verdict = match (p.allowed, self.enforce) {
@@ -66,14 +82,9 @@ pub async fn layer(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -
     if is_probe(&req) {
         return next.run(req).await;
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip());
-    let Some(peer) = peer else {
+    let Some(client) = rl.client(&req) else {
         return next.run(req).await;
     };
-    let client = rl.clients.key(rl.clients.resolve(peer, req.headers()));
     let write = matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE

@@ -1,4 +1,5 @@
-//! Which client a request comes from, for rate limiting.
+//! Which client a request comes from, for rate limiting: the API key it presented when that
+//! key is valid, else its address.
 //!
 //! The client is the socket peer, unless the peer is a trusted proxy: then it is the right-most
 //! `X-Forwarded-For` entry that is not itself a trusted proxy. Entries to the left of that one
@@ -8,6 +9,23 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
+
+/// A rate-limit key. A request with a valid API key is counted against its key wherever it
+/// comes from; any other request against its address, so guessing keys is limited per address.
+/// `Copy` and small, so the limiter's map hashes it as cheaply as a bare address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// A client address (IPv6 masked to its prefix).
+    Ip(IpAddr),
+    /// A configured API key, by position.
+    ApiKey(u32),
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        Self::Ip(ip)
+    }
+}
 
 /// Resolves client addresses behind trusted proxies.
 #[derive(Debug, Clone, Default)]

@@ -1,12 +1,11 @@
 //! Token-bucket (GCRA) rate limiting with `governor`, in up to three policies: `global` (the
-//! whole instance), `per-client` (keyed by client) and `writes` (per client, POST and PATCH
-//! only). Every decision carries what the draft-ietf-httpapi-ratelimit-headers fields need.
+//! whole instance), `per-client` (keyed by [`ClientKey`]: API key or address) and `writes`
+//! (per client, POST, PUT, PATCH and DELETE only). Every decision carries what the draft-ietf-httpapi-ratelimit-headers fields need.
 //!
 //! Time comes from `tokio::time`, so tests run under the paused clock. Keyed state grows with
 //! every new client: [`Limiter::evict`] drops keys whose bucket has refilled completely (they
 //! are indistinguishable from new ones) and must run on a timer.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -15,6 +14,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+
+use super::client_ip::ClientKey;
 
 /// One policy's budget: a sustained rate and a burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,7 +51,8 @@ impl Clock for TokioClock {
     }
 }
 
-type Keyed = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, TokioClock, StateInformationMiddleware>;
+type Keyed =
+    RateLimiter<ClientKey, DashMapStateStore<ClientKey>, TokioClock, StateInformationMiddleware>;
 type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 
 /// One policy's verdict, with the values for the `RateLimit` header fields.
@@ -192,7 +194,8 @@ impl Limiter {
     }
 
     /// Takes a token from every policy that applies to `client` (writes only when `write`).
-    pub fn check(&self, client: IpAddr, write: bool) -> Decision {
+    pub fn check(&self, client: impl Into<ClientKey>, write: bool) -> Decision {
+        let client = client.into();
         let now = self.clock.now();
         let mut policies = Vec::with_capacity(3);
         if let Some(p) = &self.global {

@@ -21,6 +21,12 @@ pub struct Running {
 
 /// Starts the binary on ephemeral ports with JSON logs and waits for its "listening" line.
 pub fn start(env: &[(&str, &str)]) -> Running {
+    let (cmd, dir) = command(env);
+    spawn(cmd, dir)
+}
+
+/// The `serve` command [`start`] runs, and the directory holding its database.
+pub fn command(env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("o.db").display());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders-api"));
@@ -37,13 +43,19 @@ pub fn start(env: &[(&str, &str)]) -> Running {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    spawn(cmd, dir)
+    (cmd, dir)
 }
 
 /// Spawns a prepared `serve` command (JSON logs on stdout, ephemeral ports) and waits for its
 /// "listening" line; `dir` holds its data and lives as long as the process.
 pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Running {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.stderr(Stdio::inherit());
+    spawn_with_stderr(cmd, dir)
+}
+
+/// [`spawn`], with stderr wherever `cmd` already sends it.
+pub fn spawn_with_stderr(mut cmd: Command, dir: tempfile::TempDir) -> Running {
+    cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn orders-api");
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+mod api_keys;
+
 const BIN: &str = env!("CARGO_BIN_EXE_orders-api");
 
 /// The binary flushes queued spans for at most this long at exit (after the grace period).
@@ -167,13 +169,7 @@ fn config_map_file() -> (String, PathBuf) {
         .find(|v| v["configMap"]["name"] == cm_name)
         .unwrap_or_else(|| panic!("no volume mounts ConfigMap {cm_name}"))
         .clone();
-    let mount = container()["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .expect("the ConfigMap volume is mounted")
-        .clone();
+    let mount = mount_of(&volume);
     let mount_path = mount["mountPath"].as_str().unwrap().trim_end_matches('/');
 
     let env = container_env(&stand_ins());
@@ -190,6 +186,17 @@ fn config_map_file() -> (String, PathBuf) {
         "APP_CONFIG_FILE names {file_name}, the ConfigMap holds {files:?}"
     );
     (in_pod.clone(), k8s(file_name))
+}
+
+/// The container's mount of the pod volume `volume`.
+fn mount_of(volume: &Value) -> Value {
+    container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap_or_else(|| panic!("volume {} is not mounted", volume["name"]))
+        .clone()
 }
 
 /// Placeholder values for the variables the manifests take from the API server or a Secret.
@@ -229,7 +236,8 @@ fn image_env() -> BTreeMap<String, String> {
 }
 
 /// The binary with the pod's configuration: the image's environment (its config directory
-/// mapped to this checkout), the manifest's environment, the ConfigMap's file.
+/// mapped to this checkout), the manifest's environment, the ConfigMap's file, the keys
+/// Secret's file.
 fn pod_command(extra_env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(root()).env_clear();
@@ -250,6 +258,9 @@ fn pod_command(extra_env: &[(&str, &str)]) -> Command {
         };
         cmd.env(k, v);
     }
+    // The Secret's mount point does not exist here: the example's file stands in for it.
+    let (_, keys) = api_keys::keys_file();
+    cmd.env("APP_AUTH__KEYS_FILE", keys);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -614,7 +625,7 @@ fn autoscaler_disruption_budget_and_network_policy_apply_to_the_deployment() {
         .collect();
     assert_eq!(ports, container_ports().values().copied().collect());
 
-    // Everything but the example Secret is applied by the kustomization; monitoring apart.
+    // Everything but the example Secrets is applied by the kustomization; monitoring apart.
     let kustomization = manifest("kustomization.yaml");
     let resources: BTreeSet<&str> = kustomization["resources"]
         .as_array()
@@ -625,13 +636,13 @@ fn autoscaler_disruption_budget_and_network_policy_apply_to_the_deployment() {
     for entry in std::fs::read_dir(k8s("")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let is_manifest = Path::new(&name).extension().is_some_and(|e| e == "yaml");
-        if is_manifest && name != "kustomization.yaml" && name != "secret.example.yaml" {
+        if is_manifest && name != "kustomization.yaml" && !name.ends_with(".example.yaml") {
             assert!(
                 resources.contains(name.as_str()),
                 "{name} not in kustomization.yaml"
             );
         }
     }
-    assert!(!resources.contains("secret.example.yaml"));
+    assert!(!resources.iter().any(|r| r.ends_with(".example.yaml")));
     assert!(!resources.iter().any(|r| r.starts_with("monitoring")));
 }

@@ -171,6 +171,8 @@ pub fn test_settings(db_url: &str, env: &[(&str, &str)]) -> Settings {
         ("APP_DATABASE__URL".into(), db_url.into()),
         // Tests send bursts from one address; the limiter has tests of its own.
         ("APP_RATE_LIMIT__ENABLED".into(), "false".into()),
+        // Requests carry no API key; the tests of authentication turn it back on.
+        ("APP_AUTH__ENABLED".into(), "false".into()),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&LoadOptions {
@@ -273,6 +275,18 @@ impl TestApp {
             .expect("PATCH")
     }
 
+    /// The ops listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.ops_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Creates an order and returns its body.
     pub async fn create_order(&self, body: &Value) -> Value {
         let res = self.post_json("/api/v1/orders", body).await;
@@ -324,6 +338,14 @@ pub fn order_body(customer: &str) -> Value {
             { "sku": "SKU-2", "quantity": 1, "unit_price": "0.05" }
         ]
     })
+}
+
+/// The sum of the samples of `name` whose labels contain `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Asserts an RFC 9457 body with `status`, and returns it.

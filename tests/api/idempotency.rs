@@ -10,11 +10,12 @@ use orders_api::idempotency::{Hold, IdempotencyKey, Reservation, StoredResponse,
 use orders_api::store::Store;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, both_backends, order_body, problem, test_settings};
+use crate::helpers::{Backend, TestApp, both_backends, metric, order_body, problem, test_settings};
 use crate::v2::v2_body;
 
 both_backends!(
     a_repeat_replays_the_first_response,
+    a_retry_on_another_replica_is_replayed,
     another_payload_under_the_same_key_is_refused,
     a_held_key_conflicts_until_released_or_lapsed,
     concurrent_duplicates_create_one_order,
@@ -74,22 +75,32 @@ async fn a_repeat_replays_the_first_response(backend: Backend) {
     }
     assert_eq!(count(&app, "rep-v1").await, 1);
     assert_eq!(count(&app, "rep-v2").await, 1);
-    let metrics = app
-        .client
-        .get(app.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.lines().any(
-            |l| l.starts_with("idempotency_requests_total{outcome=\"replayed\"}")
-                && !l.ends_with(" 0")
-        ),
-        "replays are counted"
-    );
+    let text = app.metrics().await;
+    let replayed = metric(&text, "idempotency_requests_total", "outcome=\"replayed\"");
+    assert!(replayed >= 2.0, "replays are counted");
+}
+
+async fn a_retry_on_another_replica_is_replayed(backend: Backend) {
+    let url = backend.url();
+    let a = TestApp::spawn(backend).await;
+    // A second instance on the same database, as a second replica behind the same Service.
+    let b = TestApp::start_url(Backend::sqlite(), Some(url), &[]).await;
+    b.wait_ready().await;
+    let body = v2_body("replicas");
+    let first = post(&a, "/api/v2/orders", "across", &body).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let retry = post(&b, "/api/v2/orders", "across", &body).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    problem(
+        post(&b, "/api/v2/orders", "across", &v2_body("other")).await,
+        422,
+    )
+    .await;
+    assert_eq!(count(&b, "replicas").await, 1);
+    b.stop().await;
 }
 
 async fn another_payload_under_the_same_key_is_refused(backend: Backend) {

@@ -3,6 +3,7 @@
 //! Backend-sensitive tests run on SQLite (a temp file each) and PostgreSQL (a fresh database
 //! each, from TEST_DATABASE_URL).
 
+mod auth;
 mod binary;
 mod conformance;
 mod deploy;

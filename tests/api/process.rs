@@ -177,6 +177,9 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
         .arg("healthcheck")
         .env("APP_SERVER__OPS_PORT", app.ops.port().to_string())
         .env("APP_CONFIG_DIR", "/nonexistent")
+        // The defaults alone require API keys; a configuration that does not load would send
+        // the probe to the default port instead.
+        .env("APP_AUTH__ENABLED", "false")
         .output()
         .unwrap();
     assert_eq!(default.status.code(), Some(0));

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::faults::{FaultProxy, until};
-use crate::helpers::{Backend, TestApp, authority, order_body, problem, via};
+use crate::helpers::{Backend, TestApp, authority, metric, order_body, problem, via};
 
 /// A near-zero refill rate, so the bucket only drains while a test runs.
 const STRICT: [(&str, &str); 6] = [
@@ -112,28 +112,12 @@ async fn behind_a_trusted_proxy_each_client_gets_its_own_bucket() {
     assert_eq!(neighbour.status(), 429);
 }
 
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn shadow_mode_counts_refusals_but_serves() {
     let mut env = STRICT.to_vec();
     env.push(("APP_RATE_LIMIT__ENFORCE", "false"));
     let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
-    let scrape = || async {
-        app.client
-            .get(app.ops_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || app.metrics();
     let labels = "decision=\"shadow_limited\",policy=\"per-client\"";
     let labels_alt = "policy=\"per-client\",decision=\"shadow_limited\"";
     let before = scrape().await;
@@ -205,15 +189,7 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     assert_eq!(slow.await.unwrap(), 201, "the admitted write completes");
-    let text = app
-        .client
-        .get(app.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(metric(&text, "http_requests_shed_total", "") >= 1.0);
 }
 

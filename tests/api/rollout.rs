@@ -71,6 +71,8 @@ impl Instance {
             // Every request comes from 127.0.0.1: per-client limits would answer 429 to a
             // load that, in a cluster, comes from many clients.
             .env("APP_RATE_LIMIT__ENABLED", "false")
+            // The load carries no API key; authentication has tests of its own.
+            .env("APP_AUTH__ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -125,6 +125,8 @@ fn expected_route(path: &str) -> &'static str {
     match segments.as_slice() {
         ["api", "v1", "orders"] => "/api/v1/orders",
         ["api", "v1", "orders", id] if !id.is_empty() => "/api/v1/orders/{id}",
+        ["api", "v2", "orders"] => "/api/v2/orders",
+        ["api", "v2", "orders", id] if !id.is_empty() => "/api/v2/orders/{id}",
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         _ => "<unmatched>",

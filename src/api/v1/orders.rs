@@ -2,7 +2,6 @@
 //! currency's minor-unit digits ("9.99" EUR, "1200" JPY).
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +20,6 @@ use crate::api::status::{Expect, change_status, not_found, parse_id, parse_statu
 use crate::api::v1::openapi::{ListQueryV1, NewOrderV1};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
-use crate::idempotency::StoredResponse;
 use crate::orders::{
     self, Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, NewOrder, Order, OrderStatus,
     Quantity, Sku, format_minor, parse_minor,
@@ -130,28 +128,9 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     };
     let customer_id = p.string(obj, "", "customer_id", CustomerId::parse);
     let currency = p.string(obj, "", "currency", Currency::parse);
-    let items = match obj.get("items") {
-        None | Some(Value::Null) => {
-            p.at("/items", "is required");
-            None
-        }
-        Some(Value::Array(lines)) if lines.is_empty() || lines.len() > MAX_ITEMS => {
-            p.at("/items", format!("must hold 1 to {MAX_ITEMS} items"));
-            None
-        }
-        Some(Value::Array(lines)) => {
-            let parsed: Vec<Option<LineItem>> = lines
-                .iter()
-                .enumerate()
-                .map(|(i, line)| parse_item(&mut p, line, &format!("/items/{i}"), currency))
-                .collect();
-            parsed.into_iter().collect::<Option<Vec<_>>>()
-        }
-        Some(_) => {
-            p.at("/items", "must be an array");
-            None
-        }
-    };
+    let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
+        parse_item(p, line, at, currency)
+    });
     let new = match (customer_id, currency, items) {
         (Some(customer_id), Some(currency), Some(items)) => Some(NewOrder {
             customer_id,
@@ -214,15 +193,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
     let order = Order::create(new, orders::now());
-    let response = StoredResponse {
-        status: StatusCode::CREATED.as_u16(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("location".into(), format!("/api/v1/orders/{}", order.id)),
-        ],
-        body: serde_json::to_vec(&OrderV1::from(&order))
-            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
-    };
+    let location = format!("/api/v1/orders/{}", order.id);
+    let response = create::created(location, vec![], &OrderV1::from(&order))?;
     let created = Created {
         route: "/api/v1/orders",
         body: &body,

@@ -21,7 +21,6 @@ use crate::api::openapi::{
 use crate::api::status::{Expect, change_status, etag, not_found, parse_id, parse_status_change};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
-use crate::idempotency::StoredResponse;
 use crate::orders::{self, Order};
 use crate::state::AppState;
 use crate::store::Store;
@@ -60,16 +59,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
     let order = Order::create(new, orders::now());
-    let response = StoredResponse {
-        status: StatusCode::CREATED.as_u16(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("location".into(), format!("{COLLECTION}/{}", order.id)),
-            ("etag".into(), etag(&order)),
-        ],
-        body: serde_json::to_vec(&OrderV2::from(&order))
-            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
-    };
+    let location = format!("{COLLECTION}/{}", order.id);
+    let extra = vec![("etag".into(), etag(&order))];
+    let response = create::created(location, extra, &OrderV2::from(&order))?;
     let created = Created {
         route: COLLECTION,
         body: &body,

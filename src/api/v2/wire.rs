@@ -136,28 +136,9 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     };
     let customer_id = p.string(obj, "", "customer_id", CustomerId::parse);
     let mut currency: Option<Currency> = None;
-    let items = match obj.get("items") {
-        None | Some(Value::Null) => {
-            p.at("/items", "is required");
-            None
-        }
-        Some(Value::Array(lines)) if lines.is_empty() || lines.len() > MAX_ITEMS => {
-            p.at("/items", format!("must hold 1 to {MAX_ITEMS} items"));
-            None
-        }
-        Some(Value::Array(lines)) => {
-            let parsed: Vec<Option<LineItem>> = lines
-                .iter()
-                .enumerate()
-                .map(|(i, line)| parse_item(&mut p, line, &format!("/items/{i}"), &mut currency))
-                .collect();
-            parsed.into_iter().collect::<Option<Vec<_>>>()
-        }
-        Some(_) => {
-            p.at("/items", "must be an array");
-            None
-        }
-    };
+    let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
+        parse_item(p, line, at, &mut currency)
+    });
     let new = match (customer_id, currency, items) {
         (Some(customer_id), Some(currency), Some(items)) => Some(NewOrder {
             customer_id,

@@ -141,3 +141,20 @@ async fn idle_keys_are_evicted() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(limiter.evict(), [("per-client", 0)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn api_keys_have_buckets_of_their_own_apart_from_addresses() {
+    use crate::resilience::client_ip::ClientKey;
+    let limiter = only_per_client(0.01, 2);
+    let (a, b) = (ClientKey::ApiKey(0), ClientKey::ApiKey(1));
+    assert!(!limiter.check(a, false).limited());
+    assert!(!limiter.check(a, false).limited());
+    assert!(
+        limiter.check(a, false).limited(),
+        "key 0 has spent its burst"
+    );
+    // Another key (wherever it comes from) and the address itself still have theirs.
+    assert!(!limiter.check(b, false).limited());
+    assert!(!limiter.check(ip(0), false).limited());
+    assert_eq!(limiter.evict(), [("per-client", 3)]);
+}
