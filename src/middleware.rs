@@ -200,8 +200,12 @@ pub fn is_probe(req: &Request) -> bool {
 /// touch the database: counting them would dilute the breaker's failure rate, and refusing
 /// them while it is open would hide the contract for no gain.
 pub fn is_api(req: &Request) -> bool {
-    let path = matched(req);
-    path.starts_with("/api/") && !path.ends_with(crate::api::openapi::DOCUMENT_NAME)
+    is_api_route(matched(req))
+}
+
+/// [`is_api`] by route template: `/api/...` but not a version's OpenAPI document.
+pub fn is_api_route(route: &str) -> bool {
+    route.starts_with("/api/") && !route.ends_with(crate::api::openapi::DOCUMENT_NAME)
 }
 
 /// Wraps the ops router (probes, metrics) in the minimal stack.
