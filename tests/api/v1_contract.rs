@@ -204,3 +204,31 @@ async fn dates_come_from_the_configuration() {
     assert_eq!(res.headers()["deprecation"], "@1893452400");
     assert_eq!(res.headers()["sunset"], "Mon, 03 Feb 2031 04:05:06 GMT");
 }
+
+#[tokio::test]
+async fn authentication_refusals_are_marked_deprecated_and_documents_stay_public() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys.toml");
+    // The SHA-256 of a key nobody holds: authentication is on, and nothing here can pass it.
+    std::fs::write(
+        &keys,
+        "[[keys]]\nid = \"nobody\"\nsha256 = \"6b1d3a4a1e4c1c7e5b3b2d7e0f5d0c9a8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e\"\nscopes = [\"orders:read\"]\n",
+    )
+    .expect("keys file");
+    let keys = keys.display().to_string();
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[
+            ("APP_AUTH__ENABLED", "true"),
+            ("APP_AUTH__KEYS_FILE", keys.as_str()),
+        ],
+    )
+    .await;
+    let refused = app.get("/api/v1/orders").await;
+    assert_deprecated(&refused);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    problem(refused, 401).await;
+    for document in ["/api/v1/openapi.json", "/api/v2/openapi.json"] {
+        assert_eq!(app.get(document).await.status(), 200, "{document}");
+    }
+}
