@@ -36,10 +36,8 @@ pub const BEARER: &str = "bearer";
 /// What differs between the versions' documents.
 #[derive(Debug, Clone, Copy)]
 pub struct Version {
-    /// `v1` or `v2`: the suffix of the document's own operation id.
+    /// `v1` or `v2`: the document is served at `/api/<name>/openapi.json`.
     pub name: &'static str,
-    /// Where the document itself is served, e.g. `/api/v1/openapi.json`.
-    pub document_path: &'static str,
     /// Whether the version is deprecated: operations are marked and every response carries
     /// `Deprecation`, `Sunset` and `Link`.
     pub deprecated: bool,
@@ -61,9 +59,10 @@ pub fn finish(mut doc: OpenApi, version: Version) -> Bytes {
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
     );
     responses::register(components);
-    doc.paths
-        .paths
-        .insert(version.document_path.into(), document_item(version));
+    doc.paths.paths.insert(
+        format!("/api/{}{DOCUMENT_NAME}", version.name),
+        document_item(version),
+    );
     for (path, item) in doc.paths.paths.iter_mut() {
         for op in operations(item) {
             responses::add_common(path, op);

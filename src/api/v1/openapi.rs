@@ -13,9 +13,6 @@ use super::orders::{self, ItemV1, ListV1, OrderV1};
 use crate::api::openapi::{self, StatusChange, Version, customer_id, order_status, sku};
 use crate::orders::{Currency, MAX_ITEMS, MAX_UNIT_PRICE_MINOR, Quantity};
 
-/// Where the document is served.
-pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
-
 /// The body of `POST /api/v1/orders`. A unit price has exactly the currency's minor-unit
 /// digits, so the schema is one object shape per digit count, each naming its currencies.
 #[derive(Debug)]
@@ -147,7 +144,6 @@ pub fn document() -> Bytes {
         V1Doc::openapi(),
         Version {
             name: "v1",
-            document_path: DOCUMENT_PATH,
             deprecated: true,
         },
     )

@@ -11,9 +11,6 @@ use super::orders;
 use super::wire::{ItemV2, Links, Money, OrderV2, PageV2};
 use crate::api::openapi::{self, StatusChange, Version, currency, customer_id, order_status, sku};
 
-/// Where the document is served.
-pub const DOCUMENT_PATH: &str = "/api/v2/openapi.json";
-
 /// The body of `POST /api/v2/orders`. Unknown members are refused; every unit price must be in
 /// the currency of the first one (422 otherwise), which becomes the order's currency.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -118,7 +115,6 @@ pub fn document() -> Bytes {
         V2Doc::openapi(),
         Version {
             name: "v2",
-            document_path: DOCUMENT_PATH,
             deprecated: false,
         },
     )
