@@ -58,7 +58,6 @@ pub fn finish(mut doc: OpenApi, version: Version) -> Bytes {
         BEARER.into(),
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
     );
-    responses::register(components);
     doc.paths.paths.insert(
         format!("/api/{}{DOCUMENT_NAME}", version.name),
         document_item(version),
@@ -72,6 +71,14 @@ pub fn finish(mut doc: OpenApi, version: Version) -> Bytes {
             }
         }
     }
+    responses::register(
+        components,
+        doc.paths
+            .paths
+            .values_mut()
+            .flat_map(operations)
+            .map(|op| &*op),
+    );
     headers::add_to_every_response(&mut doc, version.deprecated);
     headers::render_with_required(&doc)
 }

@@ -125,6 +125,10 @@ async fn v1_document_describes_v1_only() {
             }
         }
     }
+    // v1 has no conditional requests: nothing of v2's may leak into its document.
+    for v2_only in ["PreconditionFailed", "PreconditionRequired"] {
+        assert!(doc["components"]["responses"].get(v2_only).is_none());
+    }
     let create = &doc["paths"]["/api/v1/orders"]["post"];
     assert_eq!(
         create["responses"]["201"]["headers"]["Location"]["required"],

@@ -114,9 +114,23 @@ pub type PreconditionRequired = ProblemResponse<428>;
 /// 422.
 pub type UnprocessableEntity = ProblemResponse<422>;
 
-/// Adds every error response to the components.
-pub(super) fn register(components: &mut Components) {
+/// Adds the error responses the operations refer to (and only those: a version's document
+/// describes nothing it does not answer with) to the components.
+pub(super) fn register<'a>(
+    components: &mut Components,
+    operations: impl Iterator<Item = &'a Operation>,
+) {
+    let used: Vec<String> = operations
+        .flat_map(|op| op.responses.responses.values())
+        .filter_map(|r| match r {
+            RefOr::Ref(r) => Some(r.ref_location.clone()),
+            RefOr::T(_) => None,
+        })
+        .collect();
     for (status, name, description) in ERRORS {
+        if !used.contains(&Ref::from_response_name(name).ref_location) {
+            continue;
+        }
         let mut response = ResponseBuilder::new().description(description).content(
             PROBLEM_JSON,
             ContentBuilder::new()
