@@ -57,7 +57,7 @@ pub async fn layer(State(v1): State<Arc<V1Headers>>, req: Request, next: Next) -
     let is_v1 = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str().starts_with(V1_PREFIX));
+        .is_some_and(|p| in_v1(p.as_str()));
     let mut res = next.run(req).await;
     if is_v1 {
         let headers = res.headers_mut();
@@ -68,9 +68,26 @@ pub async fn layer(State(v1): State<Arc<V1Headers>>, req: Request, next: Next) -
     res
 }
 
+/// Whether a route template belongs to v1: the prefix as a whole path segment, so that a
+/// later `/api/v10` is not mistaken for it.
+fn in_v1(route: &str) -> bool {
+    route
+        .strip_prefix(V1_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_is_a_whole_path_segment() {
+        assert!(in_v1("/api/v1/orders/{id}"));
+        assert!(in_v1("/api/v1/openapi.json"));
+        assert!(!in_v1("/api/v10/orders"));
+        assert!(!in_v1("/api/v2/orders"));
+        assert!(!in_v1("/healthz"));
+    }
 
     #[test]
     fn renders_rfc_dates() {
