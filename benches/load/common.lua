@@ -5,6 +5,13 @@
 
 local common = {}
 
+-- Every request carries the run's API key (LOAD_KEY, set by run.sh); an instance with
+-- authentication off ignores it.
+local key = os.getenv("LOAD_KEY")
+if key and #key > 0 then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+
 common.create_body = '{"customer_id":"load-1","currency":"EUR",'
   .. '"items":[{"sku":"BOOK-1","quantity":2,"unit_price":"9.99"},'
   .. '{"sku":"PEN-7","quantity":1,"unit_price":"1.50"}]}'

@@ -11,12 +11,14 @@
 #   3. per backend (SQLite in a temp file; PostgreSQL in a fresh database made with psql on
 #      PG_ADMIN_URL, skipped with a notice when unreachable) it starts three instances of the
 #      service, each on its own database and each pinned to CPU 0 (`taskset -c 0`):
-#        on    every optional layer on (access log, HTTP metrics, rate limit, breaker); the
+#        on    every optional layer on (access log, HTTP metrics, rate limit, breaker), and
+#              API-key authentication (a key generated for the run, as production runs); the
 #              rate limits are raised to 1e6/s so the limiter runs on every request but never
 #              refuses one wrk connection pool sharing one client IP; the breaker's failure
 #              settings are the defaults. Trace export off.
 #        off   APP_LOG__ACCESS=false APP_TELEMETRY__HTTP_METRICS=false
-#              APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false
+#              APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false, and no
+#              authentication (every request still carries the key, so the bytes are the same)
 #        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver (python -m
 #              oteltap, installed with pip if missing; the config is skipped if that fails).
 #              The receiver runs on CPU 1, next to wrk.
@@ -100,9 +102,14 @@ base_env=(
     APP_SERVER__HOST=127.0.0.1
     APP_LOG__FORMAT=json
     APP_SHUTDOWN__DRAIN_DELAY=0s
-    # The wrk scripts send no API key.
     APP_AUTH__ENABLED=false
 )
+# A key for this run, known to the service by its hash only; curl and wrk send it.
+LOAD_KEY="oak_load-$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+export LOAD_KEY
+printf '[[keys]]\nid = "load"\nsha256 = "%s"\nscopes = ["orders:read", "orders:write"]\n' \
+    "$(printf '%s' "$LOAD_KEY" | sha256sum | cut -d' ' -f1)" >"$OUT/keys.toml"
+auth_on=(APP_AUTH__ENABLED=true APP_AUTH__KEYS_FILE="$OUT/keys.toml")
 limits_high=()
 for policy in GLOBAL PER_CLIENT WRITES; do
     limits_high+=("APP_RATE_LIMIT__${policy}__RATE_PER_SECOND=1000000"
@@ -170,9 +177,10 @@ start_instance() { # backend config index db_url
     local api=$((PORT_BASE + idx * 2)) ops=$((PORT_BASE + idx * 2 + 1))
     local extra=()
     case $cfg in
-        on) extra=("${limits_high[@]}") ;;
+        on) extra=("${limits_high[@]}" "${auth_on[@]}") ;;
         off) extra=("${layers_off[@]}") ;;
-        otlp) extra=("${limits_high[@]}" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT") ;;
+        otlp) extra=("${limits_high[@]}" "${auth_on[@]}"
+            OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT") ;;
     esac
     env "${base_env[@]}" "${extra[@]}" APP_SERVER__PORT=$api APP_SERVER__OPS_PORT=$ops \
         APP_DATABASE__URL="$url" taskset -c 0 "$BIN" serve \
@@ -192,13 +200,14 @@ seed() { # cfg
     # One curl, one connection, SEED requests (the glob is in the fragment, which is not sent).
     local created
     created=$(taskset -c "$WRK_CPU" curl -s -o /dev/null -w '%{http_code}\n' \
-        -H 'content-type: application/json' -d "$body" \
+        -H 'content-type: application/json' -H "authorization: Bearer $LOAD_KEY" -d "$body" \
         "http://127.0.0.1:$port/api/v1/orders#[1-$SEED]" | grep -c '^201$' || true)
     [[ $created -eq $SEED ]] || { log "seeding $1: $created of $SEED created"; return 1; }
     : >"$ids"
     local offset
     for ((offset = 0; offset < SEED; offset += 100)); do
-        curl -sf "http://127.0.0.1:$port/api/v1/orders?limit=100&offset=$offset" |
+        curl -sf -H "authorization: Bearer $LOAD_KEY" \
+            "http://127.0.0.1:$port/api/v1/orders?limit=100&offset=$offset" |
             grep -o '"id":"[^"]*"' | cut -d'"' -f4 >>"$ids"
     done
 }
@@ -291,8 +300,8 @@ done
 echo
 echo "orders-api load test: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
 echo "service on CPU 0, wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $WRK_CPU, $SEED seeded orders per instance."
-echo "'on': all optional layers; rate limits raised to 1e6/s (limiter runs, never refuses); breaker at its defaults; trace export off."
-echo "'off': ${layers_off[*]}."
+echo "'on': all optional layers and API-key auth; rate limits raised to 1e6/s (limiter runs, never refuses); breaker at its defaults; trace export off."
+echo "'off': ${layers_off[*]}, auth off."
 $otlp_ok && echo "'otlp': 'on' plus OTLP/HTTP trace export to a local receiver (oteltap on CPU $WRK_CPU)."
 echo
 echo "Start to ready (SQLite, spawn → first 200 on /readyz):"
