@@ -99,6 +99,7 @@ fn variants(routes: Router, settings: &Settings, health: &Arc<Health>) -> Varian
         layers_off: middleware::api(
             routes.clone(),
             &off.server,
+            &off.api,
             &off_guards,
             Optional::from_settings(&off),
             Arc::clone(health),
@@ -106,6 +107,7 @@ fn variants(routes: Router, settings: &Settings, health: &Arc<Health>) -> Varian
         full: middleware::api(
             routes,
             &settings.server,
+            &settings.api,
             &full_guards,
             Optional::from_settings(settings),
             Arc::clone(health),

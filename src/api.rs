@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod create;
+pub mod openapi;
 pub mod ops;
 pub mod status;
 pub mod v1;

@@ -6,6 +6,7 @@
 //! the offending value (secrets redacted) and where it came from. Each component receives only its
 //! own section.
 
+mod api;
 mod auth;
 mod layers;
 mod print;
@@ -16,6 +17,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use api::ApiSettings;
 pub use auth::AuthSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
@@ -68,6 +70,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// `Idempotency-Key` records.
     pub idempotency: IdempotencySettings,
+    /// API version lifecycle (deprecation and sunset dates).
+    pub api: ApiSettings,
 }
 
 /// `[idempotency]`: how long `Idempotency-Key` records are held and kept.
@@ -331,6 +335,7 @@ impl Settings {
             circuit_breaker: circuit_breaker(&mut r),
             auth: auth::auth(&mut r),
             shutdown: shutdown(&mut r),
+            api: api::read(&mut r),
         };
         r.finish().map(|()| settings)
     }

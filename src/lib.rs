@@ -7,8 +7,9 @@
 //! - [`server`] binds the API and ops listeners, keeps the schema current, and shuts down
 //!   gracefully (readiness off → drain → finish in-flight → close the pool).
 //! - [`router`] declares routes only; [`middleware`] is the one ordered layer stack.
-//! - [`api`] holds the handlers: [`api::v1`] and [`api::v2`] (orders), [`api::ops`]
-//!   (`/healthz`, `/readyz`); [`api::create`] makes creates idempotent for both versions.
+//! - [`api`] holds the handlers: [`api::v1`] and [`api::v2`] (orders, each with its OpenAPI
+//!   document; [`api::openapi`] holds what the documents share), [`api::ops`] (`/healthz`,
+//!   `/readyz`); [`api::create`] makes creates idempotent for both versions.
 //! - [`error`] is the only place errors become status codes (RFC 9457 problem+json).
 //! - [`auth`] knows the API keys (by SHA-256 only) and their scopes; `middleware::auth`
 //!   identifies the caller and refuses with 401/403.

@@ -10,14 +10,19 @@
 //! 4. access log: one INFO event per request with the final status, including responses that
 //!    inner layers produced (413, panics turned into 500), and the caller's `api_key_id`.
 //! 5. HTTP metrics: counted outside every refusing layer, so their statuses are counted too.
-//! 6. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
-//! 7. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
-//! 8. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent;
+//! 6. deprecation: `/api/v1` responses get `Deprecation`, `Sunset` and a successor `Link`.
+//!    Outside catch panic, timeout and every refusing layer, so that 500, 504, 429, 503, 413,
+//!    401 and 403 from v1 routes announce it as well as the handlers' own answers; inside
+//!    request id and metrics, which need no such knowledge.
+//! 7. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives.
+//! 8. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
+//! 9. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent;
 //!    keyed by API key when the request has a valid one, else by client address.
-//! 9. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
-//! 10. circuit breaker: around `/api` routes only; while open, 503 without touching the database.
-//! 11. body limit: extractors refuse bodies over `server.body_limit` with 413.
-//! 12. authorize (with `auth.enabled`, a `route_layer`): `/api` routes without a valid key get
+//! 10. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
+//! 11. circuit breaker: around the database-backed `/api` routes only; while open, 503 without
+//!     touching the database.
+//! 12. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 13. authorize (with `auth.enabled`, a `route_layer`): `/api` routes without a valid key get
 //!     401, without the method's scope 403. Only matched routes are wrapped, so an unknown path
 //!     stays 404 rather than telling strangers to authenticate.
 //!
@@ -29,6 +34,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod circuit_breaker;
+pub mod deprecation;
 pub mod drain;
 pub mod http_metrics;
 pub mod load_shed;
@@ -49,7 +55,7 @@ use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::keys::KeyStore;
-use crate::config::{ServerSettings, Settings};
+use crate::config::{ApiSettings, ServerSettings, Settings};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::client_ip::ClientIp;
@@ -127,6 +133,7 @@ impl Optional {
 pub fn api(
     router: Router,
     cfg: &ServerSettings,
+    versions: &ApiSettings,
     guards: &Guards,
     optional: Optional,
     health: Arc<Health>,
@@ -154,6 +161,10 @@ pub fn api(
             .layer(axum::middleware::from_fn_with_state(
                 optional.http_metrics.then(http_metrics::HttpMetrics::new),
                 http_metrics::layer,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(deprecation::V1Headers::new(versions)),
+                deprecation::layer,
             ))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(axum::middleware::from_fn_with_state(
@@ -185,9 +196,16 @@ pub fn is_probe(req: &Request) -> bool {
     matches!(matched(req), "/healthz" | "/readyz")
 }
 
-/// The database-backed, versioned API routes.
+/// The database-backed, versioned API routes. The OpenAPI documents live under `/api` but never
+/// touch the database: counting them would dilute the breaker's failure rate, and refusing
+/// them while it is open would hide the contract for no gain.
 pub fn is_api(req: &Request) -> bool {
-    matched(req).starts_with("/api/")
+    is_api_route(matched(req))
+}
+
+/// [`is_api`] by route template: `/api/...` but not a version's OpenAPI document.
+pub fn is_api_route(route: &str) -> bool {
+    route.starts_with("/api/") && !route.ends_with(crate::api::openapi::DOCUMENT_NAME)
 }
 
 /// Wraps the ops router (probes, metrics) in the minimal stack.

@@ -115,6 +115,7 @@ impl Server {
         let api_app = middleware::api(
             router::api(state.clone()),
             &settings.server,
+            &settings.api,
             &guards,
             optional,
             state.health.clone(),

@@ -290,6 +290,44 @@ fn help_names_the_environment_variables() {
     }
 }
 
+#[test]
+fn api_dates_are_validated_with_key_and_source() {
+    let load = |vars: &[(&str, &str)]| {
+        // Without keys, auth on would be one more problem.
+        let mut all = vec![
+            ("APP_CONFIG_DIR", "/nonexistent"),
+            ("APP_AUTH__ENABLED", "false"),
+        ];
+        all.extend_from_slice(vars);
+        Settings::load(&LoadOptions {
+            config_file: None,
+            env: env(&all),
+        })
+    };
+    let s = load(&[]).unwrap();
+    assert_eq!(
+        s.api.v1_deprecated_at.to_rfc3339(),
+        "2026-11-23T00:00:00+00:00"
+    );
+    assert_eq!(s.api.v1_sunset.to_rfc3339(), "2027-06-30T00:00:00+00:00");
+
+    let errors = load(&[("APP_API__V1_DEPRECATED_AT", "next tuesday")])
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "api.v1_deprecated_at");
+    assert_eq!(errors[0].source, "env APP_API__V1_DEPRECATED_AT");
+    assert!(errors[0].message.contains("RFC 3339"));
+
+    let errors = load(&[("APP_API__V1_SUNSET", "2026-01-01T00:00:00Z")])
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "api.v1_sunset");
+    assert_eq!(errors[0].source, "env APP_API__V1_SUNSET");
+    assert!(errors[0].message.contains("must not precede"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // API keys.
 

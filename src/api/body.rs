@@ -164,7 +164,7 @@ impl Problems {
         let at = child(pointer, key);
         match obj.get(key) {
             None | Some(Value::Null) => self.at(&at, "is required"),
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Value::Number(n)) => match whole(n) {
                 Some(i) => match parse(i) {
                     Ok(v) => return Some(v),
                     Err(e) => self.at(&at, e.to_string()),
@@ -175,6 +175,18 @@ impl Problems {
         }
         None
     }
+}
+
+/// The integer a JSON number denotes, if it is whole and fits an `i64`. JSON does not tell
+/// `2` from `2.0`, and JSON Schema's `integer` admits both, so neither may the parsers.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    // 2^63: every f64 below it in magnitude converts exactly to an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < LIMIT)
+            .map(|f| f as i64)
+    })
 }
 
 /// `pointer` + `/key`, escaped per RFC 6901.
@@ -193,6 +205,20 @@ mod tests {
         assert!(is_json("application/merge-patch+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json(""));
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_however_written() {
+        let n = |v: Value| match v {
+            Value::Number(n) => whole(&n),
+            _ => None,
+        };
+        assert_eq!(n(serde_json::json!(2)), Some(2));
+        assert_eq!(n(serde_json::json!(2.0)), Some(2));
+        assert_eq!(n(serde_json::json!(-3.0)), Some(-3));
+        assert_eq!(n(serde_json::json!(2.5)), None);
+        assert_eq!(n(serde_json::json!(1e300)), None);
+        assert_eq!(n(serde_json::json!(u64::MAX)), None);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! `/api/v1`: orders with decimal-string money and offset pagination.
 
+pub mod openapi;
 pub mod orders;
 
 use axum::Router;
 
 use crate::state::AppState;
 
-/// The v1 routes, to be nested under `/api/v1`.
+/// The v1 routes, to be nested under `/api/v1`, with the public OpenAPI document.
 pub fn router() -> Router<AppState> {
-    orders::router()
+    orders::router().route(
+        crate::api::openapi::DOCUMENT_NAME,
+        crate::api::openapi::route(openapi::document()),
+    )
 }

@@ -2,6 +2,7 @@
 //! concurrent insert can disturb, created-at filters, and conditional updates (`ETag` on reads,
 //! `If-Match` required on writes).
 
+pub mod openapi;
 pub mod orders;
 pub mod wire;
 
@@ -9,7 +10,10 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// The v2 routes, to be nested under `/api/v2`.
+/// The v2 routes, to be nested under `/api/v2`, with the public OpenAPI document.
 pub fn router() -> Router<AppState> {
-    orders::router()
+    orders::router().route(
+        crate::api::openapi::DOCUMENT_NAME,
+        crate::api::openapi::route(openapi::document()),
+    )
 }

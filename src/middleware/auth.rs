@@ -52,7 +52,7 @@ pub async fn authorize(req: Request, next: Next) -> Response {
 /// The versioned API routes need a key; their OpenAPI documents, like the probes, do not
 /// (clients read the document to learn how to authenticate).
 fn needs_key(route: &str) -> bool {
-    route.starts_with("/api/") && !route.ends_with("/openapi.json")
+    super::is_api_route(route)
 }
 
 #[cfg(test)]

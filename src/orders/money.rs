@@ -55,6 +55,11 @@ impl Currency {
             .ok_or("is not an accepted currency")
     }
 
+    /// Every accepted code, alphabetically.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
     /// The three-letter code.
     pub fn code(self) -> &'static str {
         self.code

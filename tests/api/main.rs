@@ -5,16 +5,19 @@
 
 mod auth;
 mod binary;
+mod conformance;
 mod deploy;
 mod errors;
 mod faults;
 mod health;
 mod helpers;
 mod idempotency;
+mod openapi;
 mod orders;
 mod process;
 mod resilience;
 mod rollout;
 mod telemetry;
+mod v1_contract;
 mod v2;
 mod validation;

@@ -7,11 +7,17 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::body::{JsonBody, Problems, child};
 use crate::api::create::{self, Created, Idempotency};
+use crate::api::openapi::{
+    BadRequest, Conflict, IdempotencyKey, StatusChange, UnprocessableEntity, currency, customer_id,
+    order_status, sku,
+};
 use crate::api::status::{Expect, change_status, not_found, parse_id, parse_status_change};
+use crate::api::v1::openapi::{ListQueryV1, NewOrderV1};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::orders::{
@@ -34,23 +40,41 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An order on the v1 wire.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderV1 {
+    /// UUIDv7, assigned by the server.
     id: Uuid,
+    #[schema(schema_with = customer_id)]
     customer_id: String,
+    #[schema(schema_with = currency)]
     currency: &'static str,
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<ItemV1>,
+    /// Sum of the lines, with the currency's minor digits.
+    #[schema(pattern = r"^(0|[1-9][0-9]*)(\.[0-9]{2,3})?$")]
     total: String,
+    #[schema(schema_with = order_status)]
     status: &'static str,
+    /// RFC 3339 UTC, microseconds.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// RFC 3339 UTC, microseconds; equals `created_at` until the first change.
+    #[schema(format = DateTime)]
     updated_at: String,
+    /// 1 at creation, +1 on every change.
+    #[schema(minimum = 1)]
     version: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct ItemV1 {
+/// One line of a v1 order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemV1 {
+    #[schema(schema_with = sku)]
     sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
     quantity: u32,
+    /// Price of one unit, with the currency's minor digits.
+    #[schema(pattern = r"^(0|[1-9][0-9]*)(\.[0-9]{2,3})?$")]
     unit_price: String,
 }
 
@@ -81,12 +105,18 @@ impl From<&Order> for OrderV1 {
     }
 }
 
-/// A page of orders on the v1 wire.
-#[derive(Debug, Serialize)]
+/// A page of orders on the v1 wire, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListV1 {
     items: Vec<OrderV1>,
+    /// The page size used.
+    #[schema(minimum = 1, maximum = 100)]
     limit: u32,
+    /// Orders skipped.
+    #[schema(minimum = 0)]
     offset: u64,
+    /// Orders matching the filter, on every page.
+    #[schema(minimum = 0)]
     total: u64,
 }
 
@@ -140,7 +170,22 @@ fn parse_item(
     })
 }
 
-async fn create(
+/// Creates an order.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    operation_id = "createOrder_v1",
+    tag = "orders",
+    params(IdempotencyKey),
+    request_body(content = NewOrderV1, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key`, the first \
+            request's response replayed); `Location` names the order", body = OrderV1),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
     State(store): State<Store>,
     State(cfg): State<IdempotencySettings>,
     idem: Idempotency,
@@ -159,7 +204,19 @@ async fn create(
     create::create(&store, cfg, idem, created).await
 }
 
-async fn fetch(
+/// Reads one order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    operation_id = "getOrder_v1",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderV1),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fetch(
     State(store): State<Store>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderV1>, ApiError> {
@@ -202,7 +259,21 @@ fn parse_list_query(params: &[(String, String)]) -> Result<(ListFilter, u32, u64
     p.finish(Some((filter, limit, offset)))
 }
 
-async fn list(
+/// Lists orders, newest first (ties broken by id), with offset pagination.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    operation_id = "listOrders_v1",
+    tag = "orders",
+    params(ListQueryV1),
+    responses(
+        (status = 200, description = "A page of orders", body = ListV1),
+        (status = 400, response = BadRequest),
+        (status = 422, response = UnprocessableEntity),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
     State(store): State<Store>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListV1>, ApiError> {
@@ -217,7 +288,21 @@ async fn list(
     }))
 }
 
-async fn update_status(
+/// Moves an order to another status, if the state machine allows it.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orders/{id}",
+    operation_id = "changeOrderStatus_v1",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    request_body(content = StatusChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The order after the change", body = OrderV1),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_status(
     State(store): State<Store>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,

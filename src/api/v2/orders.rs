@@ -8,11 +8,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::openapi::{IfMatch, IfNoneMatch, ListQueryV2, NewOrderV2};
 use super::wire::{
     OrderV2, PageV2, encode_cursor, parse_list_query, parse_new_order, position, query_string,
 };
 use crate::api::body::JsonBody;
 use crate::api::create::{self, Created, Idempotency};
+use crate::api::openapi::{
+    BadRequest, Conflict, IdempotencyKey, PreconditionFailed, PreconditionRequired, StatusChange,
+    UnprocessableEntity,
+};
 use crate::api::status::{Expect, change_status, etag, not_found, parse_id, parse_status_change};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
@@ -30,7 +35,23 @@ pub fn router() -> Router<AppState> {
         .route("/orders/{id}", get(fetch).patch(update_status))
 }
 
-async fn create(
+/// Creates an order.
+#[utoipa::path(
+    post,
+    path = "/api/v2/orders",
+    operation_id = "createOrder_v2",
+    tag = "orders",
+    params(IdempotencyKey),
+    request_body(content = NewOrderV2, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key`, the first \
+            request's response replayed); `Location` names the order", body = OrderV2,
+            headers(("ETag" = String, description = "The order's version"))),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
     State(store): State<Store>,
     State(cfg): State<IdempotencySettings>,
     idem: Idempotency,
@@ -50,7 +71,22 @@ async fn create(
     create::create(&store, cfg, idem, created).await
 }
 
-async fn fetch(
+/// Reads one order; with `If-None-Match`, 304 while it is unchanged.
+#[utoipa::path(
+    get,
+    path = "/api/v2/orders/{id}",
+    operation_id = "getOrder_v2",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id"), IfNoneMatch),
+    responses(
+        (status = 200, description = "The order", body = OrderV2,
+            headers(("ETag" = String, description = "The order's version"))),
+        (status = 304, description = "Unchanged since the tag in `If-None-Match`",
+            headers(("ETag" = String, description = "The order's version"))),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fetch(
     State(store): State<Store>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -64,7 +100,21 @@ async fn fetch(
     Ok(with_etag(tag, StatusCode::OK, &order))
 }
 
-async fn list(
+/// Lists orders, newest first, a cursor page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v2/orders",
+    operation_id = "listOrders_v2",
+    tag = "orders",
+    params(ListQueryV2),
+    responses(
+        (status = 200, description = "A page of orders", body = PageV2),
+        (status = 400, response = BadRequest),
+        (status = 422, response = UnprocessableEntity),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
     State(store): State<Store>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<PageV2>, ApiError> {
@@ -91,7 +141,25 @@ async fn list(
     }))
 }
 
-async fn update_status(
+/// Moves an order to another status, if it is still at the version `If-Match` names and the
+/// state machine allows it.
+#[utoipa::path(
+    patch,
+    path = "/api/v2/orders/{id}",
+    operation_id = "changeOrderStatus_v2",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id"), IfMatch),
+    request_body(content = StatusChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The order after the change", body = OrderV2,
+            headers(("ETag" = String, description = "The order's new version"))),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 428, response = PreconditionRequired),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_status(
     State(store): State<Store>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -128,7 +196,7 @@ fn entity_tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<T
         let Ok(text) = value.to_str() else {
             return Some(Err(()));
         };
-        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        for member in members(text) {
             if member == "*" {
                 return Some(Ok(Tags::Any));
             }
@@ -143,6 +211,20 @@ fn entity_tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<T
         }
     }
     Some(Ok(Tags::List(tags)))
+}
+
+/// The members of a list header, split at the commas between them: a comma inside a quoted
+/// entity tag belongs to the tag (RFC 9110 8.8.3 allows it there).
+fn members(text: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    text.split(move |c| {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        c == ',' && !quoted
+    })
+    .map(str::trim)
+    .filter(|m| !m.is_empty())
 }
 
 enum Tags {
@@ -204,6 +286,11 @@ mod tests {
             Some(Expect::Versions(vec![1, 4]))
         );
         assert_eq!(parse(&["\"abc\""]), Some(Expect::Versions(vec![])));
+        assert_eq!(
+            parse(&["\"a,b\", \"3\""]),
+            Some(Expect::Versions(vec![3])),
+            "a comma inside a tag is part of it"
+        );
         assert!(if_match(&headers(header::IF_MATCH, &["3"])).is_err());
         assert!(if_match(&headers(header::IF_MATCH, &["\"3"])).is_err());
     }

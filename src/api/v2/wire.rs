@@ -6,9 +6,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::body::{Problems, child};
+use crate::api::openapi::{currency, customer_id, order_status, sku};
 use crate::error::ApiError;
 use crate::orders::{
     Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, MAX_UNIT_PRICE_MINOR, NewOrder, Order,
@@ -21,9 +23,11 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// An amount in a currency's minor units (cents for EUR, yen for JPY).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Money {
+    #[schema(minimum = 0)]
     amount_minor: i64,
+    #[schema(schema_with = currency)]
     currency: &'static str,
 }
 
@@ -37,22 +41,37 @@ impl Money {
 }
 
 /// An order on the v2 wire.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderV2 {
+    /// UUIDv7, assigned by the server.
     id: Uuid,
+    #[schema(schema_with = customer_id)]
     customer_id: String,
+    #[schema(schema_with = order_status)]
     status: &'static str,
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<ItemV2>,
+    /// Sum of the lines.
     total: Money,
+    /// RFC 3339 UTC, microseconds.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// RFC 3339 UTC, microseconds; equals `created_at` until the first change.
+    #[schema(format = DateTime)]
     updated_at: String,
+    /// 1 at creation, +1 on every change; the `ETag` is this number, quoted.
+    #[schema(minimum = 1)]
     version: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct ItemV2 {
+/// One line of a v2 order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemV2 {
+    #[schema(schema_with = sku)]
     sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
     quantity: u32,
+    /// Price of one unit.
     unit_price: Money,
 }
 
@@ -85,23 +104,26 @@ impl From<&Order> for OrderV2 {
 }
 
 /// A page of orders, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageV2 {
     /// The orders.
     pub data: Vec<OrderV2>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]+$")]
     pub next_cursor: Option<String>,
     /// Ready-made URLs of this page and the next.
     pub links: Links,
 }
 
 /// `self` and `next` URLs, with the same filters and limit.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Links {
     /// This page.
     #[serde(rename = "self")]
+    #[schema(pattern = "^/api/v2/orders\\?")]
     pub this: String,
     /// The next page, `null` on the last.
+    #[schema(required = true, pattern = "^/api/v2/orders\\?")]
     pub next: Option<String>,
 }
 
