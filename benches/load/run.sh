@@ -3,6 +3,8 @@
 #
 #   bash benches/load/run.sh                 # everything, about 8 minutes
 #   DURATION=5 BACKENDS=sqlite bash benches/load/run.sh
+#   AUTH=off bash benches/load/run.sh        # 'on' without API-key authentication
+#   AUTH=none SERVICE_BIN=/path/to/orders-api bash benches/load/run.sh   # a build without auth
 #
 # What it does:
 #   1. installs wrk with apt-get if it is missing; `cargo build --release`.
@@ -84,10 +86,16 @@ if ! command -v wrk >/dev/null; then
     log "installing wrk"
     apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
-(cd "$ROOT" && cargo build --release)
+# SERVICE_BIN measures a binary built elsewhere (an earlier commit, for before/after figures).
+if [[ -n ${SERVICE_BIN:-} ]]; then
+    src_bin=$SERVICE_BIN
+else
+    (cd "$ROOT" && cargo build --release)
+    src_bin="$ROOT/target/release/orders-api"
+fi
 # A copy under its own name: on a shared machine, whatever stops `orders-api` processes by name
 # (a test run cleaning up) would otherwise end a measurement half-way.
-cp "$ROOT/target/release/orders-api" "$BIN"
+cp "$src_bin" "$BIN"
 if [[ $(nproc) -lt 2 ]]; then
     log "NOTICE: fewer than 2 CPUs: service and wrk share CPU 0"
     WRK_CPU=0
@@ -102,14 +110,18 @@ base_env=(
     APP_SERVER__HOST=127.0.0.1
     APP_LOG__FORMAT=json
     APP_SHUTDOWN__DRAIN_DELAY=0s
-    APP_AUTH__ENABLED=false
 )
+# AUTH=on: 'on' and 'otlp' authenticate every request; off: nobody does; none: no auth
+# settings at all (for builds that predate them).
+AUTH=${AUTH:-on}
+[[ $AUTH == none ]] || base_env+=(APP_AUTH__ENABLED=false)
 # A key for this run, known to the service by its hash only; curl and wrk send it.
 LOAD_KEY="oak_load-$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 export LOAD_KEY
 printf '[[keys]]\nid = "load"\nsha256 = "%s"\nscopes = ["orders:read", "orders:write"]\n' \
     "$(printf '%s' "$LOAD_KEY" | sha256sum | cut -d' ' -f1)" >"$OUT/keys.toml"
-auth_on=(APP_AUTH__ENABLED=true APP_AUTH__KEYS_FILE="$OUT/keys.toml")
+auth_on=()
+[[ $AUTH == on ]] && auth_on=(APP_AUTH__ENABLED=true APP_AUTH__KEYS_FILE="$OUT/keys.toml")
 limits_high=()
 for policy in GLOBAL PER_CLIENT WRITES; do
     limits_high+=("APP_RATE_LIMIT__${policy}__RATE_PER_SECOND=1000000"
@@ -300,8 +312,8 @@ done
 echo
 echo "orders-api load test: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
 echo "service on CPU 0, wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $WRK_CPU, $SEED seeded orders per instance."
-echo "'on': all optional layers and API-key auth; rate limits raised to 1e6/s (limiter runs, never refuses); breaker at its defaults; trace export off."
-echo "'off': ${layers_off[*]}, auth off."
+echo "'on': all optional layers, API-key auth $AUTH; rate limits raised to 1e6/s (limiter runs, never refuses); breaker at its defaults; trace export off."
+echo "'off': ${layers_off[*]}, no auth."
 $otlp_ok && echo "'otlp': 'on' plus OTLP/HTTP trace export to a local receiver (oteltap on CPU $WRK_CPU)."
 echo
 echo "Start to ready (SQLite, spawn → first 200 on /readyz):"

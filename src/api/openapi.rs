@@ -11,6 +11,8 @@ mod headers;
 mod responses;
 mod schemas;
 
+use std::sync::OnceLock;
+
 use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::routing::{MethodRouter, get};
@@ -116,10 +118,15 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-/// A `GET` route answering with a rendered document.
-pub fn route<S: Clone + Send + Sync + 'static>(document: Bytes) -> MethodRouter<S> {
+/// A `GET` route answering with the document `render` makes, rendered on the first request and
+/// kept in `cache`: building it at start would cost every instance start time and memory
+/// (the builder's allocations) for a document most never serve.
+pub fn route<S: Clone + Send + Sync + 'static>(
+    cache: &'static OnceLock<Bytes>,
+    render: fn() -> Bytes,
+) -> MethodRouter<S> {
     get(move || {
-        let body = document.clone();
+        let body = cache.get_or_init(render).clone();
         async move {
             (
                 [(
