@@ -5,11 +5,16 @@
 //!
 //! Convention: dotted span fields (`http.route`, `db.operation.name`, `otel.name`) are trace
 //! attributes and stay out of log lines; flat names are log context and are flattened in.
+//!
+//! Field values are written as JSON text once, when recorded (span fields when the span records
+//! them, event fields into a per-thread buffer), and a line is assembled from those slices:
+//! no intermediate map, and no allocation per field.
 
-use std::fmt;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::ops::Range;
 
 use chrono::{SecondsFormat, Utc};
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
 use tracing::{Event, Id, Subscriber};
@@ -18,10 +23,118 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Span fields kept as JSON in the span's extensions.
-struct SpanFields(Map<String, Value>);
+/// Fields as JSON text: one buffer, and where each field's value lies in it. Recording a name
+/// again points it at the new value, keeping its place.
+#[derive(Debug, Default)]
+struct JsonFields {
+    text: Vec<u8>,
+    at: Vec<(&'static str, Range<usize>)>,
+}
 
-/// Records span fields as JSON values so the formatter need not re-parse them.
+impl JsonFields {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.at.clear();
+    }
+
+    fn put(&mut self, name: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let range = start..self.text.len();
+        match self.at.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = range,
+            None => self.at.push((name, range)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.at
+            .iter()
+            .filter_map(|(k, r)| Some((*k, self.text.get(r.clone())?)))
+    }
+}
+
+impl Visit for JsonFields {
+    // Numbers and booleans cannot fail to serialise into a Vec (non-finite floats are null).
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field.name(), |out| {
+            let _ = serde_json::to_writer(out, &value);
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field.name(), |out| {
+            let _ = serde_json::to_writer(out, &value);
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field.name(), |out| {
+            let _ = serde_json::to_writer(out, &value);
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field.name(), |out| {
+            let _ = serde_json::to_writer(out, &value);
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field.name(), |out| quoted(out, |w| w.write_str(value)));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field.name(), |out| quoted(out, |w| write!(w, "{value}")));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field.name(), |out| quoted(out, |w| write!(w, "{value:?}")));
+    }
+}
+
+/// A JSON string of whatever `write` writes, escaped as it goes.
+fn quoted(out: &mut Vec<u8>, write: impl FnOnce(&mut Escaped<'_>) -> fmt::Result) {
+    out.push(b'"');
+    // Writing into a Vec cannot fail; a Display impl that fails leaves what it wrote.
+    let _ = write(&mut Escaped(out));
+    out.push(b'"');
+}
+
+/// Escapes text for a JSON string (RFC 8259 section 7) into the buffer.
+struct Escaped<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let out = &mut *self.0;
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&s.as_bytes()[plain..i]);
+            if escape.is_empty() {
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+            } else {
+                out.extend_from_slice(escape);
+            }
+            plain = i + 1;
+        }
+        out.extend_from_slice(&s.as_bytes()[plain..]);
+        Ok(())
+    }
+}
+
+/// Span fields kept as JSON text in the span's extensions.
+struct SpanFields(JsonFields);
+
+/// Records span fields as JSON text so that each line only copies them.
 pub struct SpanFieldsLayer;
 
 impl<S> Layer<S> for SpanFieldsLayer
@@ -29,8 +142,8 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
-        attrs.record(&mut into_map(&mut fields));
+        let mut fields = JsonFields::default();
+        attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanFields(fields));
         }
@@ -39,8 +152,8 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut ext = span.extensions_mut();
-            if let Some(SpanFields(map)) = ext.get_mut::<SpanFields>() {
-                values.record(&mut into_map(map));
+            if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
+                values.record(fields);
             }
         }
     }
@@ -61,15 +174,13 @@ impl<'w> FormatFields<'w> for NoFields {
     }
 }
 
-/// The event formatter for `log.format = "json"`.
-///
-/// The line is written straight from the span fields and the event's own, without building an
-/// intermediate map: a position per key in first-seen order, the innermost value winning.
+/// The event formatter for `log.format = "json"`: a position per key in first-seen order, the
+/// innermost value winning.
 pub struct JsonLines;
 
 thread_local! {
-    /// The line being built, reused across events on this thread.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The event's own fields and the line being built, reused across events on this thread.
+    static SCRATCH: RefCell<(JsonFields, Vec<u8>)> = RefCell::default();
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -84,101 +195,49 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut own: Vec<(&'static str, Value)> = Vec::new();
-        event.record(&mut Fields(|name, value| own.push((name, value))));
         let spans: Vec<_> = ctx
             .event_scope()
             .map(|scope| scope.from_root().collect())
             .unwrap_or_default();
         let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
-        let timestamp = Value::String(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true));
-        let (level, target) = (
-            Value::String(meta.level().as_str().into()),
-            Value::String(meta.target().into()),
-        );
-        let empty = Value::String(String::new());
-        let mut line: Vec<(&str, &Value)> = vec![
-            ("timestamp", &timestamp),
-            ("level", &level),
-            ("target", &target),
-            ("message", &empty),
-        ];
-        let span_fields = extensions
-            .iter()
-            .filter_map(|ext| ext.get::<SpanFields>())
-            .flat_map(|SpanFields(fields)| fields.iter())
-            .filter(|(k, _)| !k.contains('.'))
-            .map(|(k, v)| (k.as_str(), v));
-        let event_fields = own.iter().map(|(k, v)| (*k, v));
-        for (key, value) in span_fields.chain(event_fields) {
-            match line.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => line.push((key, value)),
+        SCRATCH.with_borrow_mut(|(own, line)| {
+            own.clear();
+            let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+            own.put("timestamp", |o| quoted(o, |w| w.write_str(&timestamp)));
+            own.put("level", |o| {
+                quoted(o, |w| w.write_str(meta.level().as_str()))
+            });
+            own.put("target", |o| quoted(o, |w| w.write_str(meta.target())));
+            own.put("message", |o| o.extend_from_slice(b"\"\""));
+            let head = own.at.len();
+            event.record(own);
+            let mut members: Vec<(&str, &[u8])> = own.iter().take(head).collect();
+            let span_fields = extensions
+                .iter()
+                .filter_map(|ext| ext.get::<SpanFields>())
+                .flat_map(|SpanFields(fields)| fields.iter())
+                .filter(|(k, _)| !k.contains('.'));
+            for (key, value) in span_fields.chain(own.iter().skip(head)) {
+                match members.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => members.push((key, value)),
+                }
             }
-        }
-        LINE.with_borrow_mut(|buf| {
-            buf.clear();
-            write_object(buf, &line).map_err(|_| fmt::Error)?;
-            let text = std::str::from_utf8(buf).map_err(|_| fmt::Error)?;
+            line.clear();
+            line.push(b'{');
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                quoted(line, |w| w.write_str(key));
+                line.push(b':');
+                line.extend_from_slice(value);
+            }
+            line.push(b'}');
+            let text = std::str::from_utf8(line).map_err(|_| fmt::Error)?;
             writeln!(writer, "{text}")
         })
     }
-}
-
-/// `{"key":value,...}` into `buf`.
-fn write_object(buf: &mut Vec<u8>, entries: &[(&str, &Value)]) -> serde_json::Result<()> {
-    buf.push(b'{');
-    for (i, (key, value)) in entries.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        serde_json::to_writer(&mut *buf, key)?;
-        buf.push(b':');
-        serde_json::to_writer(&mut *buf, value)?;
-    }
-    buf.push(b'}');
-    Ok(())
-}
-
-/// Hands each recorded field to `F` as a JSON value.
-struct Fields<F: FnMut(&'static str, Value)>(F);
-
-impl<F: FnMut(&'static str, Value)> Visit for Fields<F> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
-        (self.0)(field.name(), v);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        (self.0)(field.name(), value.into());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        (self.0)(field.name(), value.into());
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        (self.0)(field.name(), value.into());
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        (self.0)(field.name(), value.into());
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        (self.0)(field.name(), value.to_string().into());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        (self.0)(field.name(), format!("{value:?}").into());
-    }
-}
-
-/// Inserts recorded fields into a span's map (a later value replaces an earlier one in place).
-fn into_map(map: &mut Map<String, Value>) -> Fields<impl FnMut(&'static str, Value) + '_> {
-    Fields(move |name, value| {
-        map.insert(name.to_string(), value);
-    })
 }
 
 #[cfg(test)]
@@ -215,7 +274,8 @@ mod tests {
             tracing::info!(target: "access", status = 201_u64, who = "event", latency_ms = 1.5, "done \"quoted\"");
         });
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Map<String, Value> = serde_json::from_str(text.trim()).unwrap();
+        let line: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text.trim()).unwrap();
         let keys: Vec<&str> = line.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -242,6 +302,25 @@ mod tests {
             !line.contains_key("http.route"),
             "dotted names are trace attributes"
         );
+    }
+
+    #[test]
+    fn escaping_matches_serde_json() {
+        for text in [
+            "plain",
+            "quote \" and \\",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{1f}",
+            "é ☃ 🦀",
+            "",
+        ] {
+            let mut out = Vec::new();
+            quoted(&mut out, |w| w.write_str(text));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
     }
 
     struct WriteTo(Arc<Mutex<Vec<u8>>>);
