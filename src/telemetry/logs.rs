@@ -47,6 +47,13 @@ impl JsonFields {
         }
     }
 
+    /// A number or boolean: serialising one into a Vec cannot fail (non-finite floats are null).
+    fn scalar(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.put(field.name(), |out| {
+            let _ = serde_json::to_writer(out, &value);
+        });
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
         self.at
             .iter()
@@ -55,29 +62,20 @@ impl JsonFields {
 }
 
 impl Visit for JsonFields {
-    // Numbers and booleans cannot fail to serialise into a Vec (non-finite floats are null).
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field.name(), |out| {
-            let _ = serde_json::to_writer(out, &value);
-        });
+        self.scalar(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field.name(), |out| {
-            let _ = serde_json::to_writer(out, &value);
-        });
+        self.scalar(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field.name(), |out| {
-            let _ = serde_json::to_writer(out, &value);
-        });
+        self.scalar(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field.name(), |out| {
-            let _ = serde_json::to_writer(out, &value);
-        });
+        self.scalar(field, value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
