@@ -81,13 +81,11 @@ impl Guards {
     pub fn new(settings: &Settings) -> Self {
         let rl = &settings.rate_limit;
         let rate_limit = rl.enabled.then(|| {
-            let limit = rate_limit::RateLimit {
-                limiter: Limiter::new(&rl.policies),
-                clients: ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix),
-                enforce: rl.enforce,
-            };
-            limit.register();
-            Arc::new(limit)
+            Arc::new(rate_limit::RateLimit::new(
+                Limiter::new(&rl.policies),
+                ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix),
+                rl.enforce,
+            ))
         });
         let cb = &settings.circuit_breaker;
         let breaker = cb.enabled.then(|| {

@@ -24,6 +24,8 @@
 #        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver (python -m
 #              oteltap, installed with pip if missing; the config is skipped if that fails).
 #              The receiver runs on CPU 1, next to wrk.
+#      CONFIGS may also name "on" minus one layer, to attribute the cost: no_log, no_metrics,
+#      no_limit, no_breaker, no_auth (e.g. CONFIGS="on off no_log no_metrics").
 #      Each instance gets SEED orders, then for each scenario the instances are measured one
 #      after the other (so the on/off ratio comes from neighbouring runs):
 #        get   GET /api/v1/orders/{id}, a random seeded id per request       (get.lua)
@@ -191,6 +193,11 @@ start_instance() { # backend config index db_url
     case $cfg in
         on) extra=("${limits_high[@]}" "${auth_on[@]}") ;;
         off) extra=("${layers_off[@]}") ;;
+        no_log) extra=("${limits_high[@]}" "${auth_on[@]}" APP_LOG__ACCESS=false) ;;
+        no_metrics) extra=("${limits_high[@]}" "${auth_on[@]}" APP_TELEMETRY__HTTP_METRICS=false) ;;
+        no_limit) extra=("${auth_on[@]}" APP_RATE_LIMIT__ENABLED=false) ;;
+        no_breaker) extra=("${limits_high[@]}" "${auth_on[@]}" APP_CIRCUIT_BREAKER__ENABLED=false) ;;
+        no_auth) extra=("${limits_high[@]}") ;;
         otlp) extra=("${limits_high[@]}" "${auth_on[@]}"
             OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT") ;;
     esac
@@ -338,5 +345,16 @@ awk -F'\t' 'NR > 1 { rps[$1 FS $3 FS $2] = $4; p99[$1 FS $3 FS $2] = $6; cpu[$1 
                 (ot in rps) ? sprintf("%.3f", rps[ot] / rps[off]) : "-"
         }
     }' FS='\t' "$RESULTS" | { read -r header; echo "$header"; sort; }
+if awk -F'\t' 'NR > 1 && $2 ~ /^no_/ { found = 1 } END { exit !found }' "$RESULTS"; then
+    echo
+    echo "Per layer: CPU per request saved by switching one layer off ('on' minus no_X), in µs:"
+    awk -F'\t' 'NR > 1 { cpu[$1 FS $3 FS $2] = $10; if ($2 ~ /^no_/) key[$1 FS $3 FS $2] = 1 }
+        END {
+            for (k in key) {
+                split(k, f, FS); on = f[1] FS f[2] FS "on"
+                if (on in cpu) printf "%-9s %-6s %-11s %8.1f\n", f[1], f[2], f[3], cpu[on] - cpu[k]
+            }
+        }' "$RESULTS" | sort
+fi
 echo
 echo "Raw output and service logs: $OUT"

@@ -5,13 +5,13 @@
 //! counted by address, so a client guessing keys spends its own address's budget.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge};
+use metrics::{Counter, counter, gauge};
 
 use super::is_probe;
 use crate::auth::KeyIndex;
@@ -29,19 +29,41 @@ pub struct RateLimit {
     pub clients: ClientIp,
     /// Refuse, or only count.
     pub enforce: bool,
+    /// The decision counters of each active policy, registered once (a lookup by labels on
+    /// every request would allocate and hash them).
+    counters: Vec<(&'static str, [Counter; 3])>,
+    /// `RateLimit-Policy` for reads and for writes: it depends only on the configuration.
+    policy_header: [OnceLock<Option<HeaderValue>>; 2],
 }
 
+/// The `decision` label values, in the order of [`RateLimit::counters`].
+const VERDICTS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
+
 impl RateLimit {
-    /// Starts every series of the active policies at zero, so rates and alerts have a series
-    /// before the first refusal.
-    pub fn register(&self) {
-        for policy in self.limiter.policies() {
-            for decision in ["allowed", "limited", "shadow_limited"] {
-                counter!(RATE_LIMIT_DECISIONS, "policy" => policy, "decision" => decision)
-                    .absolute(0);
-            }
-        }
-        self.evict();
+    /// The layer's state, with every decision series of the active policies started at zero
+    /// (so rates and alerts have a series before the first refusal) and the key counts
+    /// published. Build it after the metrics recorder is installed.
+    pub fn new(limiter: Limiter, clients: ClientIp, enforce: bool) -> Self {
+        let counters = limiter
+            .policies()
+            .into_iter()
+            .map(|policy| {
+                let counters = VERDICTS.map(|decision| {
+                    counter!(RATE_LIMIT_DECISIONS, "policy" => policy, "decision" => decision)
+                });
+                counters.iter().for_each(|c| c.absolute(0));
+                (policy, counters)
+            })
+            .collect();
+        let limit = Self {
+            limiter,
+            clients,
+            enforce,
+            counters,
+            policy_header: Default::default(),
+        };
+        limit.evict();
+        limit
     }
 
     /// Drops idle clients and publishes the key counts; run it on a timer.
@@ -67,13 +89,20 @@ impl RateLimit {
     fn count(&self, decision: &Decision) {
         for p in &decision.policies {
             let verdict = match (p.allowed, self.enforce) {
-                (true, _) => "allowed",
-                (false, true) => "limited",
-                (false, false) => "shadow_limited",
+                (true, _) => 0,
+                (false, true) => 1,
+                (false, false) => 2,
             };
-            counter!(RATE_LIMIT_DECISIONS, "policy" => p.policy, "decision" => verdict)
-                .increment(1);
+            if let Some((_, counters)) = self.counters.iter().find(|(name, _)| *name == p.policy) {
+                counters[verdict].increment(1);
+            }
         }
+    }
+
+    fn policy_header(&self, decision: &Decision, write: bool) -> Option<HeaderValue> {
+        self.policy_header[usize::from(write)]
+            .get_or_init(|| HeaderValue::from_str(&Limiter::policy_header(decision)).ok())
+            .clone()
     }
 }
 
@@ -105,16 +134,15 @@ pub async fn layer(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -
     } else {
         next.run(req).await
     };
+    if decision.policies.is_empty() {
+        return res;
+    }
     let headers = res.headers_mut();
-    for (name, value) in [
-        ("ratelimit-policy", Limiter::policy_header(&decision)),
-        ("ratelimit", Limiter::state_header(&decision)),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value)
-            && !value.is_empty()
-        {
-            headers.insert(name, v);
-        }
+    if let Some(policy) = rl.policy_header(&decision, write) {
+        headers.insert("ratelimit-policy", policy);
+    }
+    if let Ok(state) = HeaderValue::from_str(&Limiter::state_header(&decision)) {
+        headers.insert("ratelimit", state);
     }
     res
 }

@@ -245,12 +245,14 @@ impl Limiter {
 
     /// The `RateLimit` field value.
     pub fn state_header(decision: &Decision) -> String {
-        decision
-            .policies
-            .iter()
-            .map(|p| format!("\"{}\";r={};t={}", p.policy, p.remaining, p.reset))
-            .collect::<Vec<_>>()
-            .join(", ")
+        use std::fmt::Write;
+        let mut out = String::with_capacity(24 * decision.policies.len());
+        for (i, p) in decision.policies.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{sep}\"{}\";r={};t={}", p.policy, p.remaining, p.reset);
+        }
+        out
     }
 }
 
