@@ -5,8 +5,9 @@
 //! A record is *held* while its first request runs (until `locked_until`, so a crashed replica's
 //! hold lapses), then *completed* with the response, kept until `expires_at`. A repeat of a
 //! completed request replays the response; a repeat while held is a conflict (409); the same key
-//! with another payload is refused (422). Keys are scoped per client: one client cannot replay
-//! or block another's.
+//! with another payload is refused (422). Keys are scoped per client (the API key, else the
+//! client address): one client cannot replay or block another's. Only completed records expire
+//! by the TTL; a hold ends at `locked_until`, whatever the TTL.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};

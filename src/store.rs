@@ -247,9 +247,19 @@ impl Store {
         dispatch!(self, s => s.pool_stats())
     }
 
-    /// Times `op`, counts its failures and wraps it in a client span.
+    /// Times `op` on the orders table, counts its failures and wraps it in a client span.
     async fn observe<T>(
         &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.observe_in("orders", op, fut).await
+    }
+
+    /// Times `op` on `table`, counts its failures and wraps it in a client span.
+    async fn observe_in<T>(
+        &self,
+        table: &'static str,
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -260,11 +270,11 @@ impl Store {
         let span = tracing::info_span!(
             target: DB_TARGET,
             "db",
-            otel.name = %format_args!("{op} orders"),
+            otel.name = %format_args!("{op} {table}"),
             otel.kind = "client",
             db.system.name = system,
             db.operation.name = op,
-            db.collection.name = "orders",
+            db.collection.name = table,
             error.type = tracing::field::Empty,
         );
         let start = Instant::now();

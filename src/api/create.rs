@@ -1,6 +1,7 @@
 //! Creating an order, shared by both versions: with an `Idempotency-Key`, the first request's
 //! response is stored in the same transaction as the order, and repeats get it back (from any
-//! replica) instead of creating a second order.
+//! replica) instead of creating a second order. A keyed create runs in a task of its own, so a
+//! client that goes away (or a request timeout) cannot leave its key held half-way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use metrics::counter;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::config::IdempotencySettings;
@@ -125,7 +127,34 @@ pub async fn create(
         locked_until: later(now, cfg.lock_timeout),
         expires_at: later(now, cfg.ttl),
     };
-    let outcome = store.reserve(&hold).await?;
+    // Once a keyed create has started, it runs to its end in a task of its own, even if the
+    // client goes away or the request times out: the hold is then either completed (a retry
+    // gets the replay) or released (a retry starts afresh), never left to lapse.
+    let store = store.clone();
+    let (order, response) = (created.order, created.response);
+    let run = tokio::spawn(
+        async move { keyed(&store, &hold, order, response).await }
+            .instrument(tracing::Span::current()),
+    );
+    run.await
+        .map_err(|e| ApiError::Internal(format!("idempotent create task failed: {e}")))?
+}
+
+/// Reserves the key, then stores the order and completes the record in one transaction.
+async fn keyed(
+    store: &Store,
+    hold: &Hold,
+    order: Order,
+    response: StoredResponse,
+) -> Result<Response, ApiError> {
+    let outcome = match store.reserve(hold).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The insert may have landed before the failure: give it back.
+            release(store, hold).await;
+            return Err(e.into());
+        }
+    };
     let label = match &outcome {
         Reservation::Acquired => "new",
         Reservation::Completed(_) => "replayed",
@@ -135,28 +164,26 @@ pub async fn create(
     counter!(IDEMPOTENCY_REQUESTS, "outcome" => label).increment(1);
     match outcome {
         Reservation::Acquired => {}
-        Reservation::Completed(stored) => return Ok(respond(stored, &created.order, true)),
+        Reservation::Completed(stored) => return Ok(respond(stored, &order, true)),
         Reservation::InProgress => return Err(ApiError::IdempotencyInProgress),
         Reservation::Mismatch => return Err(ApiError::IdempotencyMismatch),
     }
-    let guard = Release(Some((store.clone(), hold.clone())));
-    match store
-        .insert_completing(&created.order, &hold, &created.response)
-        .await
-    {
-        Ok(true) => {
-            guard.disarm();
-            Ok(respond(created.response, &created.order, false))
-        }
+    match store.insert_completing(&order, hold, &response).await {
+        Ok(true) => Ok(respond(response, &order, false)),
         // Held past lock_timeout and taken over by a repeat: that one answers the client.
-        Ok(false) => {
-            guard.disarm();
-            Err(ApiError::IdempotencyInProgress)
-        }
+        Ok(false) => Err(ApiError::IdempotencyInProgress),
         Err(e) => {
-            guard.release().await;
+            release(store, hold).await;
             Err(e.into())
         }
+    }
+}
+
+/// Gives up a hold whose request failed, so that a retry is processed afresh. A release
+/// deletes only this hold; if it fails too, the hold lapses at `lock_timeout`.
+async fn release(store: &Store, hold: &Hold) {
+    if let Err(e) = store.release(hold).await {
+        tracing::warn!(error = %e, "cannot release an idempotency key; it lapses at lock_timeout");
     }
 }
 
@@ -191,37 +218,4 @@ fn later(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// Releases a hold whose request did not complete: explicitly after a failure, or from `Drop`
-/// when the request is cancelled (client gone, timeout), so a retry need not wait for the lock
-/// to lapse.
-struct Release(Option<(Store, Hold)>);
-
-impl Release {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-
-    async fn release(mut self) {
-        if let Some((store, hold)) = self.0.take()
-            && let Err(e) = store.release(&hold).await
-        {
-            tracing::warn!(error = %e, "cannot release an idempotency key; it lapses at lock_timeout");
-        }
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some((store, hold)) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                if let Err(e) = store.release(&hold).await {
-                    tracing::warn!(error = %e, "cannot release an idempotency key; it lapses at lock_timeout");
-                }
-            });
-        }
-    }
 }

@@ -33,7 +33,7 @@ pub struct LimiterConfig {
     pub global: Option<Budget>,
     /// Each client.
     pub per_client: Option<Budget>,
-    /// Each client's POST and PATCH requests, on top of `per_client`.
+    /// Each client's POST, PUT, PATCH and DELETE requests, on top of `per_client`.
     pub writes: Option<Budget>,
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct ExistingRecord {
 impl Store {
     /// Claims `hold.key` for `hold.scope`, or says why not (held, other payload, completed).
     pub async fn reserve(&self, hold: &Hold) -> Result<Reservation, StoreError> {
-        self.observe("reserve_idempotency_key", async {
+        self.observe_in("idempotency_keys", "reserve_idempotency_key", async {
             for _ in 0..RESERVE_ATTEMPTS {
                 if dispatch!(self, s => s.take(hold).await)? {
                     return Ok(Reservation::Acquired);
@@ -58,13 +58,14 @@ impl Store {
 
     /// Gives up `hold` (its request failed), so that a retry is processed afresh.
     pub async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
-        self.observe("release_idempotency_key", async {
+        self.observe_in("idempotency_keys", "release_idempotency_key", async {
             dispatch!(self, s => s.release(hold).await)
         })
         .await
     }
 
-    /// Deletes records that expired by `now`, at most `batch` per statement; returns how many.
+    /// Deletes, at most `batch` per statement, completed records that expired by `now` and holds
+    /// whose request ran out of time by then; returns how many.
     pub async fn purge_idempotency(
         &self,
         now: DateTime<Utc>,
@@ -73,7 +74,7 @@ impl Store {
         let mut purged = 0;
         loop {
             let n = self
-                .observe("purge_idempotency_keys", async {
+                .observe_in("idempotency_keys", "purge_idempotency_keys", async {
                     dispatch!(self, s => s.purge_idempotency(now, i64::from(batch)).await)
                 })
                 .await?;

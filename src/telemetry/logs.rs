@@ -113,6 +113,8 @@ impl fmt::Write for Escaped<'_> {
                 b'\n' => b"\\n",
                 b'\r' => b"\\r",
                 b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
                 0..=0x1f => b"",
                 _ => continue,
             };
@@ -308,7 +310,7 @@ mod tests {
             "plain",
             "quote \" and \\",
             "line\nbreak\ttab\r",
-            "\u{1}\u{1f}",
+            "\u{1}\u{1f}\u{8}\u{c}",
             "é ☃ 🦀",
             "",
         ] {

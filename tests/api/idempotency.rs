@@ -22,7 +22,36 @@ both_backends!(
     keys_are_scoped_per_client,
     expired_records_are_not_replayed_and_are_purged,
     bad_keys_are_refused_and_failed_validation_keeps_the_key_free,
+    a_create_failing_in_the_database_leaves_its_key_free,
+    a_create_cut_short_by_the_timeout_is_finished_and_then_replayed,
 );
+
+/// A connection of our own to the app's database, to break or block it.
+enum Raw {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Raw {
+    async fn open(app: &TestApp) -> Self {
+        use sqlx::Connection;
+        let url = app.backend.url();
+        match app.backend {
+            Backend::Sqlite(_) => Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap()),
+            Backend::Postgres(_) => Raw::Postgres(sqlx::PgConnection::connect(&url).await.unwrap()),
+        }
+    }
+
+    /// Runs the statement for this backend.
+    async fn run(&mut self, sqlite: &str, postgres: &str) {
+        let sql = |s: &str| sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string()));
+        match self {
+            Raw::Sqlite(c) => sql(sqlite).execute(c).await.map(drop),
+            Raw::Postgres(c) => sql(postgres).execute(c).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("test SQL failed: {e}"));
+    }
+}
 
 async fn post(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::Response {
     app.client
@@ -306,4 +335,63 @@ async fn bad_keys_are_refused_and_failed_validation_keeps_the_key_free(backend: 
         201
     );
     assert_eq!(count(&app, "bad").await, 1);
+}
+
+async fn a_create_failing_in_the_database_leaves_its_key_free(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut db = Raw::open(&app).await;
+    db.run(
+        "CREATE TRIGGER refuse BEFORE INSERT ON orders WHEN NEW.customer_id = 'refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.customer_id = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; \
+         END $$; CREATE TRIGGER refuse BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await;
+    let body = v2_body("refused");
+    // The failure released the key: the retry fails the same way, not with 409.
+    for _ in 0..2 {
+        problem(post(&app, "/api/v2/orders", "retry-me", &body).await, 500).await;
+    }
+    db.run("DROP TRIGGER refuse", "DROP TRIGGER refuse ON orders")
+        .await;
+    let res = post(&app, "/api/v2/orders", "retry-me", &body).await;
+    assert_eq!(res.status(), 201);
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    assert_eq!(count(&app, "refused").await, 1);
+}
+
+async fn a_create_cut_short_by_the_timeout_is_finished_and_then_replayed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("APP_SERVER__REQUEST_TIMEOUT", "300ms")]).await;
+    let mut db = Raw::open(&app).await;
+    // Writers to the idempotency records wait behind this transaction.
+    db.run(
+        "BEGIN IMMEDIATE",
+        "BEGIN; LOCK TABLE idempotency_keys IN EXCLUSIVE MODE",
+    )
+    .await;
+    let body = v2_body("cut-short");
+    problem(post(&app, "/api/v2/orders", "cut", &body).await, 504).await;
+    db.run("ROLLBACK", "ROLLBACK").await;
+    // The create goes on without its client. A retry is told to wait (409) while it runs, then
+    // gets its response; or, when the retry reaches the freed database first, it creates the
+    // order and the abandoned request finds the key completed. Either way: one order, and
+    // every later retry replays it.
+    let mut created = None;
+    for _ in 0..250 {
+        let res = post(&app, "/api/v2/orders", "cut", &body).await;
+        match res.status().as_u16() {
+            409 => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            201 => {
+                created = Some(res.json::<Value>().await.unwrap());
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let created = created.expect("the retry never got 201");
+    let again = post(&app, "/api/v2/orders", "cut", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), created);
+    assert_eq!(count(&app, "cut-short").await, 1);
 }

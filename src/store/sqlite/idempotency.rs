@@ -9,7 +9,8 @@ use crate::store::StoreError;
 use crate::store::idempotency::{ExistingRecord, encode_headers};
 
 impl SqliteStore {
-    /// Inserts the hold, or takes over a record that expired or whose holder ran out of time;
+    /// Inserts the hold, or takes over a completed record that expired or a hold whose request
+    /// ran out of time (a hold never expires by the TTL: its request may still be running);
     /// `false` when the key is held or completed.
     pub(in crate::store) async fn take(&self, hold: &Hold) -> Result<bool, StoreError> {
         let taken = sqlx::query(
@@ -18,7 +19,7 @@ impl SqliteStore {
              ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              status = NULL, headers = NULL, body = NULL, locked_until = excluded.locked_until, \
              created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE idempotency_keys.expires_at <= ?5 \
+             WHERE (idempotency_keys.status IS NOT NULL AND idempotency_keys.expires_at <= ?5) \
              OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= ?5)",
         )
         .bind(&hold.scope)
@@ -103,7 +104,9 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM idempotency_keys WHERE rowid IN \
-             (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+             (SELECT rowid FROM idempotency_keys \
+             WHERE (status IS NOT NULL AND expires_at <= ?1) \
+             OR (status IS NULL AND locked_until <= ?1) LIMIT ?2)",
         )
         .bind(timestamp(now))
         .bind(batch)
