@@ -105,6 +105,19 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
+    /// The order, if every part of it parsed (parsers collect their problems elsewhere).
+    pub fn from_parts(
+        customer_id: Option<CustomerId>,
+        currency: Option<Currency>,
+        items: Option<Vec<LineItem>>,
+    ) -> Option<Self> {
+        Some(Self {
+            customer_id: customer_id?,
+            currency: currency?,
+            items: items?,
+        })
+    }
+
     /// Sum of quantity × unit price, in minor units. Cannot overflow: prices and quantities are
     /// bounded so that the largest possible order stays far below `i64::MAX`.
     pub fn total_minor(&self) -> i64 {

@@ -1,10 +1,12 @@
-//! Request bodies as JSON values, then parsed field by field so that one 422 lists every problem.
+//! Request inputs: bodies as JSON values and query strings as name-value pairs, then parsed
+//! field by field so that one 422 lists every problem.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
@@ -53,6 +55,21 @@ fn from_bytes_rejection(r: BytesRejection) -> ApiError {
         ApiError::PayloadTooLarge
     } else {
         ApiError::BadRequest(r.body_text())
+    }
+}
+
+/// The query string as name-value pairs, in order; an undecodable one is 400 problem+json.
+#[derive(Debug)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Ok(Self(pairs))
     }
 }
 

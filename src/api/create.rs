@@ -12,6 +12,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use metrics::counter;
+use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -19,17 +20,14 @@ use crate::auth::Principal;
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
-use crate::orders::{self, Order};
+use crate::orders::{self, NewOrder, Order};
 use crate::resilience::client_ip::ClientIp;
 use crate::store::Store;
 use crate::telemetry::metrics::{IDEMPOTENCY_REQUESTS, ORDERS_CREATED};
 
-/// The request's `Idempotency-Key`, if it sent one, and the client it belongs to.
+/// The request's `Idempotency-Key` and the client it belongs to, if it sent one.
 #[derive(Debug, Clone)]
-pub struct Idempotency {
-    key: Option<IdempotencyKey>,
-    scope: String,
-}
+pub struct Idempotency(Option<(IdempotencyKey, String)>);
 
 impl<S> FromRequestParts<S> for Idempotency
 where
@@ -52,10 +50,10 @@ where
                 ));
             }
         };
-        Ok(Self {
-            key,
-            scope: scope(parts, &Arc::<ClientIp>::from_ref(state)),
-        })
+        // The client is worked out only for keyed requests: a plain create needs no scope.
+        Ok(Self(key.map(|key| {
+            (key, scope(parts, &Arc::<ClientIp>::from_ref(state)))
+        })))
     }
 }
 
@@ -75,24 +73,11 @@ fn scope(parts: &Parts, clients: &ClientIp) -> String {
     }
 }
 
-/// What the create handlers hand over: the order to store and the 201 response describing it.
-#[derive(Debug)]
-pub struct Created<'a> {
-    /// The route template, part of the request fingerprint (a v1 and a v2 create differ).
-    pub route: &'static str,
-    /// The request body as parsed JSON, the rest of the fingerprint.
-    pub body: &'a Value,
-    /// The new order.
-    pub order: Order,
-    /// The response for it.
-    pub response: StoredResponse,
-}
-
 /// The 201 of a create: `wire` as JSON, its `Location`, and `extra` headers.
-pub fn created(
+fn created(
     location: String,
     extra: Vec<(String, String)>,
-    wire: &impl serde::Serialize,
+    wire: &impl Serialize,
 ) -> Result<StoredResponse, ApiError> {
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
@@ -107,22 +92,30 @@ pub fn created(
     })
 }
 
-/// Stores the order and answers, honouring the `Idempotency-Key` when there is one.
-pub async fn create(
+/// Creates the order `new` in the collection at `route` and answers 201 with what `wire`
+/// makes of it (the version's body and its extra headers), honouring the `Idempotency-Key`
+/// when there is one. `route` and the parsed `body` are the request's fingerprint: a v1 and a
+/// v2 create differ.
+pub async fn create<W: Serialize>(
     store: &Store,
     cfg: IdempotencySettings,
     idem: Idempotency,
-    created: Created<'_>,
+    (route, body): (&'static str, &Value),
+    new: NewOrder,
+    wire: impl FnOnce(&Order) -> (W, Vec<(String, String)>),
 ) -> Result<Response, ApiError> {
-    let Some(key) = idem.key else {
-        store.insert(&created.order).await?;
-        return Ok(respond(created.response, &created.order, false));
+    let order = Order::create(new, orders::now());
+    let (body_of_order, extra) = wire(&order);
+    let response = created(format!("{route}/{}", order.id), extra, &body_of_order)?;
+    let Some((key, scope)) = idem.0 else {
+        store.insert(&order).await?;
+        return Ok(respond(response, &order, false));
     };
     let now = orders::now();
     let hold = Hold {
-        scope: idem.scope,
+        scope,
         key,
-        fingerprint: idempotency::fingerprint("POST", created.route, created.body),
+        fingerprint: idempotency::fingerprint("POST", route, body),
         created_at: now,
         locked_until: later(now, cfg.lock_timeout),
         expires_at: later(now, cfg.ttl),
@@ -131,7 +124,6 @@ pub async fn create(
     // client goes away or the request times out: the hold is then either completed (a retry
     // gets the replay) or released (a retry starts afresh), never left to lapse.
     let store = store.clone();
-    let (order, response) = (created.order, created.response);
     let run = tokio::spawn(
         async move { keyed(&store, &hold, order, response).await }
             .instrument(tracing::Span::current()),

@@ -1,7 +1,7 @@
 //! v1 order handlers and their wire types. Money is a decimal string with exactly the
 //! currency's minor-unit digits ("9.99" EUR, "1200" JPY).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -10,8 +10,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::body::{JsonBody, Problems, child};
-use crate::api::create::{self, Created, Idempotency};
+use crate::api::body::{JsonBody, Problems, QueryPairs, child};
+use crate::api::create::{self, Idempotency};
 use crate::api::openapi::{
     BadRequest, Conflict, IdempotencyKey, StatusChange, UnprocessableEntity, currency, customer_id,
     order_status, sku,
@@ -21,11 +21,14 @@ use crate::api::v1::openapi::{ListQueryV1, NewOrderV1};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
 use crate::orders::{
-    self, Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, NewOrder, Order, OrderStatus,
-    Quantity, Sku, format_minor, parse_minor,
+    Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, NewOrder, Order, OrderStatus, Quantity,
+    Sku, format_minor, parse_minor,
 };
 use crate::state::AppState;
 use crate::store::Store;
+
+/// The path of the collection, for `Location` and the request fingerprint.
+const COLLECTION: &str = "/api/v1/orders";
 
 /// Default page size for listings.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -131,15 +134,7 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
         parse_item(p, line, at, currency)
     });
-    let new = match (customer_id, currency, items) {
-        (Some(customer_id), Some(currency), Some(items)) => Some(NewOrder {
-            customer_id,
-            currency,
-            items,
-        }),
-        _ => None,
-    };
-    p.finish(new)
+    p.finish(NewOrder::from_parts(customer_id, currency, items))
 }
 
 fn parse_item(
@@ -192,16 +187,10 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
-    let order = Order::create(new, orders::now());
-    let location = format!("/api/v1/orders/{}", order.id);
-    let response = create::created(location, vec![], &OrderV1::from(&order))?;
-    let created = Created {
-        route: "/api/v1/orders",
-        body: &body,
-        order,
-        response,
-    };
-    create::create(&store, cfg, idem, created).await
+    create::create(&store, cfg, idem, (COLLECTION, &body), new, |order| {
+        (OrderV1::from(order), vec![])
+    })
+    .await
 }
 
 /// Reads one order.
@@ -275,9 +264,8 @@ fn parse_list_query(params: &[(String, String)]) -> Result<(ListFilter, u32, u64
 )]
 pub async fn list(
     State(store): State<Store>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Json<ListV1>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (filter, limit, offset) = parse_list_query(&params)?;
     let page = store.list(&filter, limit, offset).await?;
     Ok(Json(ListV1 {

@@ -1,8 +1,7 @@
 //! v2 order handlers: create (idempotent with `Idempotency-Key`), read (`ETag`,
 //! `If-None-Match`), list (cursor pages), and status changes that require `If-Match`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,8 +11,8 @@ use super::openapi::{IfMatch, IfNoneMatch, ListQueryV2, NewOrderV2};
 use super::wire::{
     OrderV2, PageV2, encode_cursor, parse_list_query, parse_new_order, position, query_string,
 };
-use crate::api::body::JsonBody;
-use crate::api::create::{self, Created, Idempotency};
+use crate::api::body::{JsonBody, QueryPairs};
+use crate::api::create::{self, Idempotency};
 use crate::api::openapi::{
     BadRequest, Conflict, IdempotencyKey, PreconditionFailed, PreconditionRequired, StatusChange,
     UnprocessableEntity,
@@ -21,7 +20,7 @@ use crate::api::openapi::{
 use crate::api::status::{Expect, change_status, etag, not_found, parse_id, parse_status_change};
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
-use crate::orders::{self, Order};
+use crate::orders::Order;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -58,17 +57,10 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
-    let order = Order::create(new, orders::now());
-    let location = format!("{COLLECTION}/{}", order.id);
-    let extra = vec![("etag".into(), etag(&order))];
-    let response = create::created(location, extra, &OrderV2::from(&order))?;
-    let created = Created {
-        route: COLLECTION,
-        body: &body,
-        order,
-        response,
-    };
-    create::create(&store, cfg, idem, created).await
+    create::create(&store, cfg, idem, (COLLECTION, &body), new, |order| {
+        (OrderV2::from(order), vec![("etag".into(), etag(order))])
+    })
+    .await
 }
 
 /// Reads one order; with `If-None-Match`, 304 while it is unchanged.
@@ -97,7 +89,7 @@ pub async fn fetch(
     if if_none_match(&headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(with_etag(tag, StatusCode::OK, &order))
+    Ok(with_etag(tag, &order))
 }
 
 /// Lists orders, newest first, a cursor page at a time.
@@ -116,9 +108,8 @@ pub async fn fetch(
 )]
 pub async fn list(
     State(store): State<Store>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Json<PageV2>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let q = parse_list_query(&params)?;
     // One more than asked tells whether there is a next page without counting.
     let mut page = store.list_after(&q.filter, q.after, q.limit + 1).await?;
@@ -175,11 +166,12 @@ pub async fn update_status(
     })?;
     let to = parse_status_change(&body)?;
     let order = change_status(&store, uuid, to, &expect).await?;
-    Ok(with_etag(etag(&order), StatusCode::OK, &order))
+    Ok(with_etag(etag(&order), &order))
 }
 
-fn with_etag(tag: String, status: StatusCode, order: &Order) -> Response {
-    let mut res = (status, Json(OrderV2::from(order))).into_response();
+/// 200 with the order and its tag.
+fn with_etag(tag: String, order: &Order) -> Response {
+    let mut res = Json(OrderV2::from(order)).into_response();
     if let Ok(v) = HeaderValue::from_str(&tag) {
         res.headers_mut().insert(header::ETAG, v);
     }

@@ -139,15 +139,7 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
         parse_item(p, line, at, &mut currency)
     });
-    let new = match (customer_id, currency, items) {
-        (Some(customer_id), Some(currency), Some(items)) => Some(NewOrder {
-            customer_id,
-            currency,
-            items,
-        }),
-        _ => None,
-    };
-    p.finish(new)
+    p.finish(NewOrder::from_parts(customer_id, currency, items))
 }
 
 fn parse_item(
