@@ -122,12 +122,7 @@ pub async fn layer(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -
     rl.count(&decision);
     let mut res = if decision.limited() && rl.enforce {
         ApiError::RateLimited {
-            violated: decision
-                .policies
-                .iter()
-                .filter(|p| !p.allowed)
-                .map(|p| p.policy)
-                .collect(),
+            violated: decision.violated(),
             retry_after: decision.retry_after(),
         }
         .into_response()

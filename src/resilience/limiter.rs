@@ -1,19 +1,27 @@
-//! Token-bucket (GCRA) rate limiting with `governor`, in up to three policies: `global` (the
-//! whole instance), `per-client` (keyed by [`ClientKey`]: API key or address) and `writes`
-//! (per client, POST, PUT, PATCH and DELETE only). Every decision carries what the draft-ietf-httpapi-ratelimit-headers fields need.
+//! Token-bucket rate limiting (GCRA, the generic cell rate algorithm), in up to three policies:
+//! `global` (the whole instance), `per-client` (keyed by [`ClientKey`]: API key or address) and
+//! `writes` (per client, POST, PUT, PATCH and DELETE only). Every decision carries what the
+//! draft-ietf-httpapi-ratelimit-headers fields need.
+//!
+//! A request is admitted only if every policy that applies admits it, and a refusal by any
+//! policy spends no token of any other: the policies are tried in order global, per-client,
+//! writes, the first refusal stops the walk, and the tokens taken before it are given back.
+//! So one client that exhausts its own bucket cannot drain the global one, and a request the
+//! global policy refuses creates no per-client key. (GCRA keeps one "theoretical arrival time"
+//! per bucket; giving a token back is subtracting one emission interval from it, which commutes
+//! with every other client's take, so no lock spans two policies.)
 //!
 //! Time comes from `tokio::time`, so tests run under the paused clock. Keyed state grows with
 //! every new client: [`Limiter::evict`] drops keys whose bucket has refilled completely (they
 //! are indistinguishable from new ones) and must run on a timer.
 
-use std::num::NonZeroU32;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
 
 use super::client_ip::ClientKey;
 
@@ -26,7 +34,7 @@ pub struct Budget {
     pub burst: u32,
 }
 
-/// Which policies apply, and whether refusals are enforced.
+/// Which policies apply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterConfig {
     /// The whole instance.
@@ -36,24 +44,6 @@ pub struct LimiterConfig {
     /// Each client's POST, PUT, PATCH and DELETE requests, on top of `per_client`.
     pub writes: Option<Budget>,
 }
-
-/// Elapsed time since the limiter was built, on tokio's clock (pausable in tests).
-#[derive(Debug, Clone)]
-pub struct TokioClock {
-    origin: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-}
-
-type Keyed =
-    RateLimiter<ClientKey, DashMapStateStore<ClientKey>, TokioClock, StateInformationMiddleware>;
-type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 
 /// One policy's verdict, with the values for the `RateLimit` header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +58,8 @@ pub struct PolicyDecision {
     pub remaining: u32,
     /// Seconds until the quota is whole again (refused: until the next request may pass).
     pub reset: u64,
-    /// Whether this policy lets the request through.
+    /// Whether this policy lets the request through (a policy that another one's refusal kept
+    /// from being asked reports its state as it is, and `true`).
     pub allowed: bool,
 }
 
@@ -95,117 +86,291 @@ impl Decision {
             .unwrap_or(0)
             .max(1)
     }
+
+    /// The names of the refusing policies.
+    pub fn violated(&self) -> Vec<&'static str> {
+        self.policies
+            .iter()
+            .filter(|p| !p.allowed)
+            .map(|p| p.policy)
+            .collect()
+    }
 }
 
-struct Policy<L> {
-    name: &'static str,
-    budget: Budget,
-    period: Duration,
-    limiter: L,
+/// GCRA over one bucket, in nanoseconds on the limiter's clock. The state is the bucket's
+/// theoretical arrival time (TAT): the bucket is full when the TAT is not after now, and each
+/// admitted request moves it one `interval` later. A request is admitted while the TAT stays
+/// within `capacity` (burst × interval) of now.
+#[derive(Debug, Clone, Copy)]
+struct Gcra {
+    interval: u64,
+    capacity: u64,
 }
 
-impl<L> Policy<L> {
-    fn new(name: &'static str, budget: Budget, build: impl FnOnce(Quota) -> L) -> Option<Self> {
-        let burst = NonZeroU32::new(budget.burst)?;
-        if budget.rate_per_second.is_nan() || budget.rate_per_second <= 0.0 {
+impl Gcra {
+    fn new(budget: Budget) -> Option<Self> {
+        if budget.burst == 0 || !budget.rate_per_second.is_finite() || budget.rate_per_second <= 0.0
+        {
             return None;
         }
-        let period = Duration::from_secs_f64(1.0 / budget.rate_per_second);
-        let quota = Quota::with_period(period)?.allow_burst(burst);
+        // Below 1 ns per token the rate is unlimited in practice; above u64 it is never refilled.
+        let interval = (1e9 / budget.rate_per_second)
+            .round()
+            .clamp(1.0, u64::MAX as f64) as u64;
         Some(Self {
-            name,
-            budget,
-            period,
-            limiter: build(quota),
+            interval,
+            capacity: interval.saturating_mul(u64::from(budget.burst)),
         })
     }
 
-    fn decide(
-        &self,
-        outcome: Result<governor::middleware::StateSnapshot, governor::NotUntil<Duration>>,
-        now: Duration,
-    ) -> PolicyDecision {
-        let quota = self.budget.burst;
-        let window = ceil_secs(self.period * quota);
-        match outcome {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                PolicyDecision {
-                    policy: self.name,
-                    quota,
-                    window,
-                    remaining,
-                    reset: ceil_secs(self.period * (quota - remaining.min(quota))),
-                    allowed: true,
-                }
-            }
-            Err(not_until) => PolicyDecision {
-                policy: self.name,
-                quota,
-                window,
-                remaining: 0,
-                reset: ceil_secs(not_until.wait_time_from(now)).max(1),
-                allowed: false,
-            },
+    /// The TAT after admitting one request at `now`, or how long until one could be admitted.
+    fn admit(self, tat: u64, now: u64) -> Result<u64, u64> {
+        let next = tat.max(now).saturating_add(self.interval);
+        let ahead = next - now;
+        if ahead <= self.capacity {
+            Ok(next)
+        } else {
+            Err(ahead - self.capacity)
         }
+    }
+
+    /// The TAT with one admitted request given back (it never goes below `now`'s full bucket,
+    /// which is the same as any earlier TAT).
+    fn give_back(self, tat: u64) -> u64 {
+        tat.saturating_sub(self.interval)
+    }
+
+    fn remaining(self, tat: u64, now: u64) -> u32 {
+        let used = tat.saturating_sub(now).min(self.capacity);
+        u32::try_from((self.capacity - used) / self.interval).unwrap_or(u32::MAX)
     }
 }
 
 /// Whole seconds, rounded up; a sub-microsecond remainder is float noise from the rate's
 /// reciprocal (1 / 0.01 s is not exactly 100 s), not time anyone waits.
-fn ceil_secs(d: Duration) -> u64 {
+fn ceil_secs(nanos: u64) -> u64 {
+    let d = Duration::from_nanos(nanos);
     d.as_secs() + u64::from(d.subsec_nanos() > 1_000)
 }
 
-/// The limiter: see the module docs.
-pub struct Limiter {
-    clock: TokioClock,
-    global: Option<Policy<Direct>>,
-    per_client: Option<Policy<Keyed>>,
-    writes: Option<Policy<Keyed>>,
+/// A policy's arithmetic and how it reports.
+#[derive(Debug)]
+struct Policy<S> {
+    name: &'static str,
+    burst: u32,
+    gcra: Gcra,
+    state: S,
 }
 
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").finish_non_exhaustive()
+impl<S> Policy<S> {
+    fn new(name: &'static str, budget: Option<Budget>, state: impl FnOnce() -> S) -> Option<Self> {
+        let budget = budget?;
+        Some(Self {
+            name,
+            burst: budget.burst,
+            gcra: Gcra::new(budget)?,
+            state: state(),
+        })
     }
+
+    /// The verdict for a bucket at `tat` (after the request, when admitted).
+    fn report(&self, tat: u64, now: u64) -> PolicyDecision {
+        PolicyDecision {
+            policy: self.name,
+            quota: self.burst,
+            window: ceil_secs(self.gcra.capacity),
+            remaining: self.gcra.remaining(tat, now),
+            reset: ceil_secs(tat.saturating_sub(now)),
+            allowed: true,
+        }
+    }
+
+    fn refusal(&self, wait: u64) -> PolicyDecision {
+        PolicyDecision {
+            policy: self.name,
+            quota: self.burst,
+            window: ceil_secs(self.gcra.capacity),
+            remaining: 0,
+            reset: ceil_secs(wait).max(1),
+            allowed: false,
+        }
+    }
+}
+
+/// The instance-wide bucket: one atomic TAT.
+type Global = Policy<AtomicU64>;
+
+impl Global {
+    fn take(&self, now: u64) -> Result<u64, u64> {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let next = self.gcra.admit(current, now)?;
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(next),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    fn give_back(&self) {
+        // The closure always returns Some, so fetch_update cannot fail.
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(self.gcra.give_back(tat))
+            });
+    }
+
+    fn peek(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+/// Enough shards that two workers rarely contend for one lock.
+const SHARDS: usize = 16;
+
+/// Per-client buckets: TATs by client, in shards of their own lock each.
+#[derive(Debug)]
+struct Buckets {
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<ClientKey, u64>>]>,
+}
+
+impl Buckets {
+    fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &ClientKey) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64>> {
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        // Every update is a single insert or remove, so a poisoned shard is still consistent.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Keyed = Policy<Buckets>;
+
+impl Keyed {
+    fn take(&self, key: ClientKey, now: u64) -> Result<u64, u64> {
+        let mut shard = self.state.shard(&key);
+        let tat = shard.get(&key).copied().unwrap_or(0);
+        let next = self.gcra.admit(tat, now)?;
+        shard.insert(key, next);
+        Ok(next)
+    }
+
+    /// Gives a token back; a bucket that is full again is forgotten (it was likely created by
+    /// the request being refused).
+    fn give_back(&self, key: ClientKey, now: u64) {
+        let mut shard = self.state.shard(&key);
+        if let Some(tat) = shard.get_mut(&key) {
+            *tat = self.gcra.give_back(*tat);
+            if *tat <= now {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    fn peek(&self, key: ClientKey) -> u64 {
+        self.state.shard(&key).get(&key).copied().unwrap_or(0)
+    }
+
+    /// Drops full buckets; returns how many keys are left.
+    fn evict(&self, now: u64) -> usize {
+        self.state
+            .shards
+            .iter()
+            .map(|shard| {
+                let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+                map.retain(|_, tat| *tat > now);
+                map.shrink_to_fit();
+                map.len()
+            })
+            .sum()
+    }
+}
+
+/// The limiter: see the module docs.
+#[derive(Debug)]
+pub struct Limiter {
+    origin: Instant,
+    global: Option<Global>,
+    per_client: Option<Keyed>,
+    writes: Option<Keyed>,
 }
 
 impl Limiter {
     /// Builds the policies that have a positive rate and burst.
     pub fn new(cfg: &LimiterConfig) -> Self {
-        let clock = TokioClock {
-            origin: tokio::time::Instant::now(),
-        };
-        let keyed =
-            |q| -> Keyed { RateLimiter::new(q, DashMapStateStore::default(), clock.clone()) };
         Self {
-            global: cfg.global.and_then(|b| {
-                Policy::new("global", b, |q| -> Direct {
-                    RateLimiter::new(q, InMemoryState::default(), clock.clone())
-                })
-            }),
-            per_client: cfg
-                .per_client
-                .and_then(|b| Policy::new("per-client", b, keyed)),
-            writes: cfg.writes.and_then(|b| Policy::new("writes", b, keyed)),
-            clock,
+            origin: Instant::now(),
+            global: Policy::new("global", cfg.global, AtomicU64::default),
+            per_client: Policy::new("per-client", cfg.per_client, Buckets::new),
+            writes: Policy::new("writes", cfg.writes, Buckets::new),
         }
     }
 
-    /// Takes a token from every policy that applies to `client` (writes only when `write`).
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token from every policy that applies to `client` (writes only when `write`), or
+    /// from none of them.
     pub fn check(&self, client: impl Into<ClientKey>, write: bool) -> Decision {
         let client = client.into();
-        let now = self.clock.now();
+        let now = self.now();
+        let writes = self.writes.as_ref().filter(|_| write);
+        let mut policies = Vec::with_capacity(3);
+        // Each step runs only while every earlier policy admitted the request.
+        let refused = 'walk: {
+            if let Some(p) = &self.global {
+                match p.take(now) {
+                    Ok(tat) => policies.push(p.report(tat, now)),
+                    Err(wait) => break 'walk Some((0, p.refusal(wait))),
+                }
+            }
+            for (step, p) in [(1, self.per_client.as_ref()), (2, writes)] {
+                let Some(p) = p else { continue };
+                match p.take(client, now) {
+                    Ok(tat) => policies.push(p.report(tat, now)),
+                    Err(wait) => break 'walk Some((step, p.refusal(wait))),
+                }
+            }
+            None
+        };
+        let Some((step, refusal)) = refused else {
+            return Decision { policies };
+        };
+        // Give back what the earlier policies took, and report every policy as it now stands.
         let mut policies = Vec::with_capacity(3);
         if let Some(p) = &self.global {
-            policies.push(p.decide(p.limiter.check(), now));
+            if step > 0 {
+                p.give_back();
+            }
+            policies.push(if step == 0 {
+                refusal.clone()
+            } else {
+                p.report(p.peek(), now)
+            });
         }
-        if let Some(p) = &self.per_client {
-            policies.push(p.decide(p.limiter.check_key(&client), now));
-        }
-        if let Some(p) = self.writes.as_ref().filter(|_| write) {
-            policies.push(p.decide(p.limiter.check_key(&client), now));
+        for (at, p) in [(1, self.per_client.as_ref()), (2, writes)] {
+            let Some(p) = p else { continue };
+            if step > at {
+                p.give_back(client, now);
+            }
+            policies.push(if step == at {
+                refusal.clone()
+            } else {
+                p.report(p.peek(client), now)
+            });
         }
         Decision { policies }
     }
@@ -222,14 +387,11 @@ impl Limiter {
 
     /// Forgets clients whose buckets are full again, and returns the key count per policy.
     pub fn evict(&self) -> Vec<(&'static str, usize)> {
+        let now = self.now();
         [&self.per_client, &self.writes]
             .into_iter()
             .flatten()
-            .map(|p| {
-                p.limiter.retain_recent();
-                p.limiter.shrink_to_fit();
-                (p.name, p.limiter.len())
-            })
+            .map(|p| (p.name, p.evict(now)))
             .collect()
     }
 

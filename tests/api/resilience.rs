@@ -69,6 +69,50 @@ async fn rate_limit_refuses_with_problem_and_headers_and_ignores_forged_xff() {
     }
 }
 
+/// A client on `ip` (a loopback address of its own).
+fn client_on(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_client_cannot_drain_the_global_budget() {
+    let app = TestApp::spawn_with(
+        Backend::sqlite(),
+        &[
+            ("APP_RATE_LIMIT__ENABLED", "true"),
+            ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "1"),
+            ("APP_RATE_LIMIT__PER_CLIENT__BURST", "2"),
+            ("APP_RATE_LIMIT__GLOBAL__RATE_PER_SECOND", "10"),
+            ("APP_RATE_LIMIT__GLOBAL__BURST", "20"),
+            ("APP_RATE_LIMIT__WRITES__BURST", "0"),
+        ],
+    )
+    .await;
+    let noisy = client_on([127, 0, 0, 1]);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let res = noisy.get(app.url("/api/v1/orders")).send().await.unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 38);
+    // The 38 refusals spent no global tokens, so another client is served, and its own bucket
+    // is untouched by anything the noisy client did.
+    let quiet = client_on([127, 0, 0, 2]);
+    for remaining in [1, 0] {
+        let res = quiet.get(app.url("/api/v1/orders")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let state = res.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(
+            state.contains(&format!("\"per-client\";r={remaining};")),
+            "{state}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_gets_its_own_bucket() {
     let mut env = STRICT.to_vec();

@@ -112,10 +112,12 @@ async fn writes_add_a_stricter_policy_and_global_covers_everyone() {
             .collect::<Vec<_>>(),
         ["writes"]
     );
-    // The global budget is shared: clients 2 and 3 use the last of it.
+    // The global budget is shared: clients 2, 3 and 4 use the last of it (the refused write
+    // gave its global token back).
     assert!(!limiter.check(ip(2), false).limited());
     assert!(!limiter.check(ip(3), false).limited());
-    let starved = limiter.check(ip(4), false);
+    assert!(!limiter.check(ip(4), false).limited());
+    let starved = limiter.check(ip(5), false);
     assert_eq!(
         starved
             .policies
@@ -157,4 +159,88 @@ async fn api_keys_have_buckets_of_their_own_apart_from_addresses() {
     assert!(!limiter.check(b, false).limited());
     assert!(!limiter.check(ip(0), false).limited());
     assert_eq!(limiter.evict(), [("per-client", 3)]);
+}
+
+fn budget(rate_per_second: f64, burst: u32) -> Option<Budget> {
+    Some(Budget {
+        rate_per_second,
+        burst,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_spends_no_token_of_any_other_policy() {
+    // The reproduction: per-client 1/s burst 2, global 10/s burst 20.
+    let limiter = Limiter::new(&LimiterConfig {
+        global: budget(10.0, 20),
+        per_client: budget(1.0, 2),
+        writes: None,
+    });
+    let outcomes: Vec<bool> = (0..40)
+        .map(|_| limiter.check(ip(1), false).limited())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|l| !**l).count(), 2);
+    // Only the two admitted requests spent global tokens: 18 are left for everyone else.
+    let other = limiter.check(ip(2), false);
+    assert!(!other.limited(), "{other:?}");
+    let global = &other.policies[0];
+    assert_eq!((global.policy, global.remaining), ("global", 17));
+    // A per-client refusal reports the global state as it is, unspent.
+    let refused = limiter.check(ip(1), false);
+    assert!(refused.limited());
+    assert_eq!(refused.policies[0].remaining, 17);
+    assert!(refused.policies[0].allowed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_global_refusal_creates_no_client_key_and_spends_no_client_token() {
+    let limiter = Limiter::new(&LimiterConfig {
+        global: budget(0.01, 2),
+        per_client: budget(0.01, 5),
+        writes: budget(0.01, 1),
+    });
+    assert!(!limiter.check(ip(1), false).limited());
+    assert!(!limiter.check(ip(2), false).limited());
+    assert_eq!(limiter.evict(), [("per-client", 2), ("writes", 0)]);
+    for n in 3..100 {
+        let d = limiter.check(ip(n), true);
+        let violated: Vec<_> = d
+            .policies
+            .iter()
+            .filter(|p| !p.allowed)
+            .map(|p| p.policy)
+            .collect();
+        assert_eq!(violated, ["global"]);
+        // The client's own buckets are reported whole: nothing was taken from them.
+        assert_eq!(d.policies[1].remaining, 5, "{d:?}");
+        assert_eq!(d.policies[2].remaining, 1, "{d:?}");
+    }
+    assert_eq!(limiter.evict(), [("per-client", 2), ("writes", 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writes_refusal_gives_back_the_client_and_global_tokens() {
+    let limiter = Limiter::new(&LimiterConfig {
+        global: budget(0.01, 10),
+        per_client: budget(0.01, 5),
+        writes: budget(0.01, 1),
+    });
+    assert!(!limiter.check(ip(1), true).limited());
+    for _ in 0..20 {
+        let d = limiter.check(ip(1), true);
+        assert!(d.limited());
+        assert_eq!(
+            d.policies
+                .iter()
+                .map(|p| (p.policy, p.remaining))
+                .collect::<Vec<_>>(),
+            [("global", 9), ("per-client", 4), ("writes", 0)]
+        );
+    }
+    // Reads of the same client still have the four per-client tokens the refusals did not take.
+    for left in (0..4).rev() {
+        let d = limiter.check(ip(1), false);
+        assert!(!d.limited());
+        assert_eq!(d.policies[1].remaining, left);
+    }
 }
