@@ -315,12 +315,7 @@ impl Breaker {
     }
 
     fn open(&self, inner: &mut Inner) {
-        let factor = self.cfg.backoff_multiplier.powi(inner.openings as i32);
-        let wait = self
-            .cfg
-            .open_wait
-            .mul_f64(factor)
-            .min(self.cfg.open_wait_max.max(self.cfg.open_wait));
+        let wait = self.open_wait(inner.openings);
         inner.openings = inner.openings.saturating_add(1);
         self.move_to(
             inner,
@@ -328,6 +323,19 @@ impl Breaker {
                 until: Instant::now() + wait,
             },
         );
+    }
+
+    /// The wait after `openings` consecutive openings: `open_wait × multiplier^openings`, capped
+    /// at `open_wait_max`. Saturating: past the cap (or past what a `Duration` holds, after some
+    /// 60 reopenings at 2.0) it stays at the cap instead of overflowing.
+    fn open_wait(&self, openings: u32) -> Duration {
+        let cap = self.cfg.open_wait_max.max(self.cfg.open_wait);
+        let factor = self
+            .cfg
+            .backoff_multiplier
+            .powi(i32::try_from(openings).unwrap_or(i32::MAX));
+        Duration::try_from_secs_f64(self.cfg.open_wait.as_secs_f64() * factor)
+            .map_or(cap, |wait| wait.min(cap))
     }
 
     fn move_to(&self, inner: &mut Inner, to: Phase) {
