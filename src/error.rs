@@ -111,6 +111,9 @@ pub enum ApiError {
     /// 503: at the concurrency cap; refused at once, not queued.
     #[error("overloaded")]
     Overloaded,
+    /// 503: the store is not ready yet (not connected, or its schema not current).
+    #[error("not ready")]
+    NotReady,
     /// 504: the request took longer than `server.request_timeout`.
     #[error("request timed out")]
     Timeout,
@@ -121,10 +124,6 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     Internal(String),
 }
-
-/// Marks responses caused by a database failure, for the circuit breaker.
-#[derive(Debug, Clone, Copy)]
-pub struct DatabaseFailure;
 
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -164,7 +163,9 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::CircuitOpen { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CircuitOpen { .. } | Self::Overloaded | Self::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -192,6 +193,7 @@ impl ApiError {
             Self::RateLimited { .. } => "urn:orders-api:problem:rate-limited",
             Self::CircuitOpen { .. } => "urn:orders-api:problem:circuit-open",
             Self::Overloaded => "urn:orders-api:problem:overloaded",
+            Self::NotReady => "urn:orders-api:problem:not-ready",
             Self::IdempotencyInProgress => "urn:orders-api:problem:idempotency-key-in-use",
             Self::IdempotencyMismatch => "urn:orders-api:problem:idempotency-key-reused",
             Self::PreconditionFailed { .. } => "urn:orders-api:problem:precondition-failed",
@@ -241,6 +243,9 @@ impl ApiError {
                     .into()
             }
             Self::Overloaded => "too many requests in flight; retry shortly".into(),
+            Self::NotReady => "the service is starting and its database is not ready yet; \
+                retry shortly"
+                .into(),
             Self::Timeout => "the request took too long and was abandoned".into(),
             Self::Database(StoreError::Unavailable(_)) | Self::Unavailable(_) => {
                 "a dependency is unavailable; retry later".into()
@@ -307,9 +312,6 @@ impl IntoResponse for ApiError {
         }
         if let Some(challenge) = self.challenge() {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if matches!(self, Self::Database(_)) {
-            res.extensions_mut().insert(DatabaseFailure);
         }
         res
     }

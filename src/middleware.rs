@@ -18,11 +18,14 @@
 //! 8. timeout: past `server.request_timeout`, 504; outside the guards so it bounds them too.
 //! 9. rate limit: cheapest refusal first (429), before any work or any in-flight slot is spent;
 //!    keyed by API key when the request has a valid one, else by client address.
-//! 10. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot.
-//! 11. circuit breaker: around the database-backed `/api` routes only; while open, 503 without
-//!     touching the database.
-//! 12. body limit: extractors refuse bodies over `server.body_limit` with 413.
-//! 13. authorize (with `auth.enabled`, a `route_layer`): `/api` routes without a valid key get
+//! 10. load shed: at `server.max_in_flight`, 503 at once; admitted requests hold a slot (and
+//!     a keyed create that outlives its request keeps it).
+//! 11. store ready: until the schema is current, `/api` requests get 503 `not-ready` at once.
+//!     Outside the breaker, which must not count them.
+//! 12. circuit breaker: around the database-backed `/api` routes only; while open, 503 without
+//!     touching the database. Counts only what reached the store.
+//! 13. body limit: extractors refuse bodies over `server.body_limit` with 413.
+//! 14. authorize (with `auth.enabled`, a `route_layer`): `/api` routes without a valid key get
 //!     401, without the method's scope 403. Only matched routes are wrapped, so an unknown path
 //!     stays 404 rather than telling strangers to authenticate.
 //!
@@ -40,6 +43,7 @@ pub mod http_metrics;
 pub mod load_shed;
 pub mod rate_limit;
 pub mod request_id;
+pub mod store_ready;
 pub mod timeout;
 pub mod trace;
 
@@ -142,7 +146,10 @@ pub fn api(
     };
     router.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(health, drain::layer))
+            .layer(axum::middleware::from_fn_with_state(
+                health.clone(),
+                drain::layer,
+            ))
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(axum::middleware::from_fn(trace::layer))
             .layer(option_layer(guards.auth.clone().map(|keys| {
@@ -175,6 +182,10 @@ pub fn api(
             .layer(axum::middleware::from_fn_with_state(
                 guards.in_flight.clone(),
                 load_shed::layer,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                health.clone(),
+                store_ready::layer,
             ))
             .layer(option_layer(guards.breaker.clone().map(|b| {
                 axum::middleware::from_fn_with_state(b, circuit_breaker::layer)

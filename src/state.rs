@@ -126,6 +126,11 @@ impl Health {
         }
     }
 
+    /// Whether migrations are known to be applied (the store can serve requests).
+    pub fn schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
+
     /// `Ok` once migrations are applied, else the last reason they are not.
     pub fn schema(&self) -> Result<(), String> {
         if self.schema_ready.load(Ordering::SeqCst) {

@@ -3,6 +3,7 @@
 //! through [`OrderRow`] so that decoding rules exist once.
 
 mod postgres;
+pub mod reach;
 mod sqlite;
 
 use std::future::Future;
@@ -77,11 +78,12 @@ impl StoreError {
     }
 }
 
-/// SQLite busy/locked, PostgreSQL connection exceptions, statement timeouts, shutdown and
-/// resource exhaustion.
+/// SQLite busy/locked; PostgreSQL connection exceptions (08), serialization failures (40001)
+/// and deadlocks (40P01), a read-only server after a failover (25006), statement timeouts
+/// (57014), shutdowns (57P) and resource exhaustion (53, e.g. 53300 too many connections).
 fn is_transient(code: Option<&str>) -> bool {
     match code {
-        Some("5" | "6" | "261" | "262" | "517" | "57014") => true,
+        Some("5" | "6" | "261" | "262" | "517" | "57014" | "40001" | "40P01" | "25006") => true,
         Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"),
         None => false,
     }
@@ -278,7 +280,9 @@ impl Store {
             error.type = tracing::field::Empty,
         );
         let start = Instant::now();
+        reach::Reach::started();
         let result = fut.instrument(span.clone()).await;
+        reach::Reach::finished(&result);
         record(&result, op, start);
         if let Err(e) = &result {
             span.record("error.type", e.kind());

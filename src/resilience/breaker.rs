@@ -181,6 +181,18 @@ impl Permit {
         self
     }
 
+    /// Gives the permit back without a result: the call never reached the dependency, so it
+    /// says nothing about it (a half-open trial slot is freed for another call).
+    pub fn abandon(mut self) {
+        self.done = true;
+        self.breaker.on_abandoned(self.generation);
+    }
+
+    /// Whether the call has run out of its time budget.
+    pub fn expired(&self) -> bool {
+        self.deadline.as_ref().is_some_and(Deadline::expired)
+    }
+
     /// Reports the call's result; slowness is measured from admission.
     pub fn record(mut self, failed: bool) {
         self.done = true;

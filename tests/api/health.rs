@@ -150,3 +150,43 @@ async fn reconnects_and_migrates_once_the_database_is_reachable() {
         201
     );
 }
+
+/// While the schema is not current (here: the test holds the database's write lock, so the
+/// migration cannot run), API requests are answered 503 with `Retry-After` and a problem type
+/// that says why, without touching the store or counting against the breaker; once the
+/// migration is let through, the same request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_before_the_schema_is_current_get_503_not_ready() {
+    use sqlx::Connection;
+    let backend = Backend::sqlite();
+    let mut lock = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", backend.url()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let app = TestApp::start(
+        backend,
+        &[
+            ("APP_DATABASE__BUSY_TIMEOUT", "50ms"),
+            ("APP_CIRCUIT_BREAKER__WINDOW", "1"),
+            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "1"),
+        ],
+    )
+    .await;
+    // A breaker that one counted failure would open is still closed: none was counted.
+    assert_eq!(crate::breaker::breaker_state(&app).await, "closed");
+    // Probes and the contract do not need the schema.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/api/v2/openapi.json").await.status(), 200);
+
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    app.wait_ready().await;
+    assert_eq!(
+        app.post_json("/api/v1/orders", &order_body("on-time"))
+            .await
+            .status(),
+        201
+    );
+}

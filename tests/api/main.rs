@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod breaker;
 mod conformance;
 mod deploy;
 mod errors;

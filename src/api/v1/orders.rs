@@ -34,6 +34,8 @@ const COLLECTION: &str = "/api/v1/orders";
 pub const DEFAULT_LIMIT: u32 = 20;
 /// Largest page size for listings.
 pub const MAX_LIMIT: u32 = 100;
+/// Largest `offset`: skipping rows costs a scan of them, so deeper pages are v2's (cursors).
+pub const MAX_OFFSET: u64 = 10_000;
 
 /// The v1 order routes.
 pub fn router() -> Router<AppState> {
@@ -239,8 +241,8 @@ fn parse_list_query(params: &[(String, String)]) -> Result<(ListFilter, u32, u64
                 _ => p.param(name, format!("must be an integer from 1 to {MAX_LIMIT}")),
             },
             "offset" => match value.parse::<u64>() {
-                Ok(n) if n <= i64::MAX as u64 => offset = n,
-                _ => p.param(name, "must be a non-negative integer"),
+                Ok(n @ 0..=MAX_OFFSET) => offset = n,
+                _ => p.param(name, format!("must be an integer from 0 to {MAX_OFFSET}")),
             },
             _ => {}
         }

@@ -271,14 +271,20 @@ pub fn position(order: &Order) -> Position {
     }
 }
 
+/// The position a cursor names, if it is one this API could have issued: its time must be one
+/// both databases represent (years 1 to 9999, as RFC 3339 writes them), so that a forged cursor
+/// is refused here rather than by the database.
 fn decode_cursor(raw: &str) -> Option<Position> {
     let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let (micros, id) = text.split_once('.')?;
-    Some(Position {
-        created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id: Uuid::try_parse(id).ok()?,
-    })
+    let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    (1..=9999)
+        .contains(&chrono::Datelike::year(&created_at))
+        .then_some(Position {
+            created_at,
+            id: Uuid::try_parse(id).ok()?,
+        })
 }
 
 /// The query string that asks for the same listing with `cursor` (none: the first page).
