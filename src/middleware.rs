@@ -53,7 +53,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -63,6 +62,7 @@ use crate::config::{ApiSettings, ServerSettings, Settings};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::client_ip::ClientIp;
+use crate::resilience::in_flight::Slots;
 use crate::resilience::limiter::Limiter;
 use crate::state::Health;
 
@@ -75,7 +75,7 @@ pub struct Guards {
     /// The database breaker, unless `circuit_breaker.enabled = false`.
     pub breaker: Option<Arc<Breaker>>,
     /// In-flight slots.
-    pub in_flight: Arc<Semaphore>,
+    pub in_flight: Slots,
     /// The API keys, unless `auth.enabled = false`.
     pub auth: Option<Arc<KeyStore>>,
 }
@@ -107,7 +107,7 @@ impl Guards {
             rate_limit,
             breaker,
             auth,
-            in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight as usize)),
+            in_flight: Slots::new(settings.server.max_in_flight as usize),
         }
     }
 }

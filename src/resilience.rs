@@ -4,4 +4,5 @@
 
 pub mod breaker;
 pub mod client_ip;
+pub mod in_flight;
 pub mod limiter;

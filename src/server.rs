@@ -17,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::{DatabaseSettings, Settings, ShutdownSettings};
@@ -132,6 +133,7 @@ impl Server {
             &settings.shutdown,
             &stop,
             [api_task, ops_task],
+            &state.tasks,
         )
         .await;
         schema.abort();
@@ -201,12 +203,13 @@ fn serve(
 }
 
 /// Readiness off, wait out the drain delay while still serving, stop accepting, then give
-/// in-flight requests the grace period.
+/// in-flight requests, and the keyed creates that outlived theirs, the grace period.
 async fn drain(
     health: &Health,
     cfg: &ShutdownSettings,
     stop: &CancellationToken,
     servers: [JoinHandle<()>; 2],
+    tasks: &TaskTracker,
 ) {
     health.start_draining();
     tracing::info!(
@@ -217,12 +220,27 @@ async fn drain(
     tokio::time::sleep(cfg.drain_delay).await;
     tracing::info!("drain delay over: no longer accepting connections");
     stop.cancel();
+    let grace = tokio::time::Instant::now() + cfg.grace_period;
     let all = futures_util::future::join_all(servers);
-    if tokio::time::timeout(cfg.grace_period, all).await.is_err() {
+    if tokio::time::timeout_at(grace, all).await.is_err() {
         tracing::warn!(
             grace_period = %humantime::format_duration(cfg.grace_period),
             "grace period over: cutting the requests still in flight"
         );
+    }
+    tasks.close();
+    if !tasks.is_empty() {
+        tracing::info!(
+            running = tasks.len(),
+            "waiting for background creates to finish"
+        );
+        if tokio::time::timeout_at(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "grace period over: abandoning background creates (their keys lapse at \
+                 idempotency.lock_timeout)"
+            );
+        }
     }
 }
 

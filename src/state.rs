@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{IdempotencySettings, Settings};
 use crate::resilience::client_ip::ClientIp;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub clients: Arc<ClientIp>,
     /// How long idempotency records are held and kept.
     pub idempotency: IdempotencySettings,
+    /// Work that outlives its request (keyed creates); shutdown waits for it.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
                 settings.rate_limit.ipv6_prefix,
             )),
             idempotency: settings.idempotency,
+            tasks: TaskTracker::new(),
         }
     }
 }
@@ -72,6 +76,12 @@ impl FromRef<AppState> for Option<Arc<crate::resilience::breaker::Breaker>> {
 impl FromRef<AppState> for PrometheusHandle {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for TaskTracker {
+    fn from_ref(state: &AppState) -> Self {
+        state.tasks.clone()
     }
 }
 

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use metrics::counter;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::Principal;
@@ -22,16 +23,25 @@ use crate::error::ApiError;
 use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
 use crate::orders::{self, NewOrder, Order};
 use crate::resilience::client_ip::ClientIp;
+use crate::resilience::in_flight::Slot;
 use crate::store::Store;
+use crate::store::reach::Reach;
 use crate::telemetry::metrics::{IDEMPOTENCY_REQUESTS, ORDERS_CREATED};
 
-/// The request's `Idempotency-Key` and the client it belongs to, if it sent one.
+/// The request's `Idempotency-Key` and the client it belongs to, if it sent one, with what a
+/// keyed create needs to outlive its request: the request's in-flight slot, and the tracker
+/// that shutdown waits on.
 #[derive(Debug, Clone)]
-pub struct Idempotency(Option<(IdempotencyKey, String)>);
+pub struct Idempotency {
+    key: Option<(IdempotencyKey, String)>,
+    slot: Option<Slot>,
+    tasks: TaskTracker,
+}
 
 impl<S> FromRequestParts<S> for Idempotency
 where
     Arc<ClientIp>: FromRef<S>,
+    TaskTracker: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -51,9 +61,14 @@ where
             }
         };
         // The client is worked out only for keyed requests: a plain create needs no scope.
-        Ok(Self(key.map(|key| {
-            (key, scope(parts, &Arc::<ClientIp>::from_ref(state)))
-        })))
+        let key = key.map(|key| (key, scope(parts, &Arc::<ClientIp>::from_ref(state))));
+        Ok(Self {
+            slot: key
+                .as_ref()
+                .and_then(|_| parts.extensions.get::<Slot>().cloned()),
+            key,
+            tasks: TaskTracker::from_ref(state),
+        })
     }
 }
 
@@ -107,7 +122,7 @@ pub async fn create<W: Serialize>(
     let order = Order::create(new, orders::now());
     let (body_of_order, extra) = wire(&order);
     let response = created(format!("{route}/{}", order.id), extra, &body_of_order)?;
-    let Some((key, scope)) = idem.0 else {
+    let Some((key, scope)) = idem.key else {
         store.insert(&order).await?;
         return Ok(respond(response, &order, false));
     };
@@ -122,11 +137,17 @@ pub async fn create<W: Serialize>(
     };
     // Once a keyed create has started, it runs to its end in a task of its own, even if the
     // client goes away or the request times out: the hold is then either completed (a retry
-    // gets the replay) or released (a retry starts afresh), never left to lapse.
+    // gets the replay) or released (a retry starts afresh), never left to lapse. The task
+    // keeps the request's in-flight slot, reports to the request's breaker call while that
+    // lasts, and is tracked so that shutdown waits for it.
     let store = store.clone();
-    let run = tokio::spawn(
-        async move { keyed(&store, &hold, order, response).await }
-            .instrument(tracing::Span::current()),
+    let (slot, reach) = (idem.slot, Reach::current());
+    let run = idem.tasks.spawn(
+        async move {
+            let _slot = slot;
+            Reach::scope(reach, keyed(&store, &hold, order, response)).await
+        }
+        .instrument(tracing::Span::current()),
     );
     run.await
         .map_err(|e| ApiError::Internal(format!("idempotent create task failed: {e}")))?

@@ -24,6 +24,7 @@ both_backends!(
     bad_keys_are_refused_and_failed_validation_keeps_the_key_free,
     a_create_failing_in_the_database_leaves_its_key_free,
     a_create_cut_short_by_the_timeout_is_finished_and_then_replayed,
+    a_keyed_create_outliving_its_request_keeps_its_in_flight_slot,
 );
 
 /// A connection of our own to the app's database, to break or block it.
@@ -394,4 +395,51 @@ async fn a_create_cut_short_by_the_timeout_is_finished_and_then_replayed(backend
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), created);
     assert_eq!(count(&app, "cut-short").await, 1);
+}
+
+/// A keyed create cut short by the request timeout goes on in a task of its own; until that
+/// task ends it still holds its in-flight slot, so `server.max_in_flight` bounds the work the
+/// service does, not just the requests it is answering.
+async fn a_keyed_create_outliving_its_request_keeps_its_in_flight_slot(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
+            ("APP_SERVER__MAX_IN_FLIGHT", "1"),
+            ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
+        ],
+    )
+    .await;
+    let mut db = Raw::open(&app).await;
+    db.run(
+        "BEGIN IMMEDIATE",
+        "BEGIN; LOCK TABLE idempotency_keys IN EXCLUSIVE MODE",
+    )
+    .await;
+    let body = v2_body("outlives");
+    problem(post(&app, "/api/v2/orders", "slot", &body).await, 504).await;
+    // The abandoned create is still waiting on the lock, in the only slot.
+    let res = app.get("/api/v2/orders").await;
+    let shed = problem(res, 503).await;
+    assert_eq!(shed["type"], "urn:orders-api:problem:overloaded");
+    db.run("ROLLBACK", "ROLLBACK").await;
+    // Once it has finished, the slot is free and the key replays the order it created.
+    let mut replay = None;
+    for _ in 0..250 {
+        let res = post(&app, "/api/v2/orders", "slot", &body).await;
+        if res.status() == 201 {
+            replay = Some(res);
+            break;
+        }
+        assert!(
+            [409, 503].contains(&res.status().as_u16()),
+            "{}",
+            res.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let replay = replay.expect("the abandoned create never finished");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.get("/api/v2/orders").await.status(), 200);
+    assert_eq!(count(&app, "outlives").await, 1);
 }

@@ -194,3 +194,71 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
         "dead process is unhealthy"
     );
 }
+
+/// A keyed create cut short by the request timeout goes on without its client; SIGTERM waits
+/// for it (within the grace period) before the store closes, so it ends with its order stored
+/// and its key completed instead of a hold left to lapse.
+#[test]
+fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
+    use sqlx::Connection;
+    let (cmd, dir) = crate::binary::command(&[
+        ("APP_AUTH__ENABLED", "false"),
+        ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
+        ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
+        ("APP_SHUTDOWN__DRAIN_DELAY", "0s"),
+        ("APP_SHUTDOWN__GRACE_PERIOD", "30s"),
+    ]);
+    let url = format!("sqlite://{}", dir.path().join("o.db").display());
+    let mut app = crate::binary::spawn(cmd, dir);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut lock = rt.block_on(async {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let body = r#"{"customer_id":"outlives","items":[{"sku":"A","quantity":1,"unit_price":{"amount_minor":100,"currency":"EUR"}}]}"#;
+    let res = http(
+        app.api,
+        &format!(
+            "POST /api/v2/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: outlives-1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    assert!(res.starts_with("HTTP/1.1 504"), "{res}");
+
+    let pid = app.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    wait_line(&app.lines, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("waiting for background creates"))
+    });
+    rt.block_on(sqlx::query("ROLLBACK").execute(&mut lock))
+        .unwrap();
+    assert_eq!(app.child.wait().unwrap().code(), Some(0));
+
+    let (orders, status): (i64, Option<i64>) = rt.block_on(async {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let orders =
+            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE customer_id = 'outlives'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let status =
+            sqlx::query_scalar("SELECT status FROM idempotency_keys WHERE key = 'outlives-1'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        (orders, status)
+    });
+    assert_eq!((orders, status), (1, Some(201)));
+}
