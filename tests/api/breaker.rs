@@ -105,7 +105,23 @@ async fn answers_that_never_reach_the_store_do_not_dilute_the_failure_rate() {
     );
     // The counters are process-wide, and other tests run alongside: at least these 20.
     assert!(calls(&app, "ignored").await - ignored_before >= 20.0);
+    // While open, a keyed create is refused before it reserves its key.
+    let res = app
+        .client
+        .post(app.url("/api/v2/orders"))
+        .header("idempotency-key", "while-open")
+        .json(&crate::v2::v2_body("while-open"))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(res, 503).await;
+    assert_eq!(body["type"], "urn:orders-api:problem:circuit-open");
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "no key was reserved while the breaker was open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
