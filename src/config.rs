@@ -98,8 +98,13 @@ pub struct ServerSettings {
     pub body_limit: usize,
     /// Whole-request budget (504 past it).
     pub request_timeout: Duration,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send a complete request head (from the accept, or from the first
+    /// byte of a later request on the connection).
     pub header_read_timeout: Duration,
+    /// Time a connection may stay open and silent between two requests.
+    pub keep_alive_timeout: Duration,
+    /// Open connections per listener; past it, new ones are closed at accept.
+    pub max_connections: u32,
     /// API requests served at once before shedding.
     pub max_in_flight: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -360,6 +365,13 @@ fn server(r: &mut Reader<'_>) -> ServerSettings {
     );
     let request_timeout = r.positive_duration("server.request_timeout");
     let header_read_timeout = r.positive_duration("server.header_read_timeout");
+    let keep_alive_timeout = r.positive_duration("server.keep_alive_timeout");
+    let max_connections = r.count("server.max_connections");
+    r.check(
+        "server.max_connections",
+        max_connections >= 1,
+        "must be at least 1",
+    );
     let max_in_flight = r.count("server.max_in_flight");
     r.check(
         "server.max_in_flight",
@@ -374,6 +386,8 @@ fn server(r: &mut Reader<'_>) -> ServerSettings {
         body_limit,
         request_timeout,
         header_read_timeout,
+        keep_alive_timeout,
+        max_connections,
         max_in_flight,
         trusted_proxies,
     }

@@ -8,23 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
-use crate::config::{DatabaseSettings, Settings, ShutdownSettings};
+use crate::config::{DatabaseSettings, ServerSettings, Settings, ShutdownSettings};
 use crate::middleware::Guards;
 use crate::state::{AppState, Health};
 use crate::store::Store;
 use crate::{middleware, router};
+
+mod connection;
 
 /// First and largest pause between attempts to reach the database at start.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
@@ -123,9 +119,18 @@ impl Server {
         );
         let ops_app = middleware::ops(router::ops(state.clone()), state.health.clone());
         let stop = CancellationToken::new();
-        let header_timeout = settings.server.header_read_timeout;
-        let api_task = serve(api, api_app, stop.clone(), header_timeout);
-        let ops_task = serve(ops, ops_app, stop.clone(), header_timeout);
+        let api_task = serve(
+            api,
+            api_app,
+            stop.clone(),
+            Listening::new("api", &settings.server),
+        );
+        let ops_task = serve(
+            ops,
+            ops_app,
+            stop.clone(),
+            Listening::new("ops", &settings.server),
+        );
 
         shutdown.await;
         drain(
@@ -147,20 +152,47 @@ impl Server {
     }
 }
 
+/// Largest request head (request line and headers) accepted; larger ones get 431.
+const MAX_HEAD: usize = 32 * 1024;
+
+/// The connection settings one listener runs with.
+#[derive(Debug, Clone, Copy)]
+struct Listening {
+    name: &'static str,
+    limits: connection::Limits,
+    max_connections: usize,
+}
+
+impl Listening {
+    fn new(name: &'static str, cfg: &ServerSettings) -> Self {
+        connection::register(name);
+        Self {
+            name,
+            limits: connection::Limits {
+                header_read: cfg.header_read_timeout,
+                keep_alive: cfg.keep_alive_timeout,
+            },
+            max_connections: cfg.max_connections as usize,
+        }
+    }
+}
+
 /// Accepts connections until `stop`, then waits for the open ones to finish their requests.
-/// A client that does not finish sending its request headers within `header_read_timeout` is
-/// disconnected, so slow clients cannot pin connections.
+/// Past `max_connections` open ones, a new connection is closed as soon as it is accepted;
+/// see [`connection`] for the time each may take.
 fn serve(
     listener: TcpListener,
     app: Router,
     stop: CancellationToken,
-    header_read_timeout: Duration,
+    cfg: Listening,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // The connection's own clocks replace hyper's header timer (see `connection`).
+        http.header_read_timeout(None)
+            .max_header_size(MAX_HEAD)
+            .keep_alive(true);
+        let cap = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
         let graceful = GracefulShutdown::new();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -175,23 +207,18 @@ fn serve(
                 },
                 () = stop.cancelled() => break,
             };
+            let Some(place) = connection::Place::take(&cap, cfg.name) else {
+                tracing::debug!(client = %peer, listener = cfg.name, "connection refused: at max_connections");
+                drop(tcp);
+                continue;
+            };
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            let service = app
-                .clone()
-                .map_request(move |mut req: hyper::Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req.map(Body::new)
-                });
-            let conn = http
-                .serve_connection_with_upgrades(
-                    TokioIo::new(tcp),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
+            let conn = connection::http1(&http, tcp, peer, app.clone(), cfg.limits, cfg.name);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
+                let _place = place;
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, client = %peer, "connection ended with an error");
                 }

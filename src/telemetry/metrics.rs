@@ -44,6 +44,13 @@ pub const IDEMPOTENCY_PURGED: &str = "idempotency_keys_purged_total";
 pub const IDEMPOTENCY_OUTCOMES: [&str; 4] = ["new", "replayed", "in_progress", "mismatch"];
 /// Requests refused at the concurrency cap.
 pub const HTTP_SHED: &str = "http_requests_shed_total";
+/// Open connections, by listener.
+pub const HTTP_CONNECTIONS_OPEN: &str = "http_connections_open";
+/// Connections closed at accept because the listener was at `server.max_connections`.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "http_connections_refused_total";
+/// Connections closed by a connection clock, by listener and reason (`header_read`,
+/// `keep_alive`).
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "http_connections_timed_out_total";
 /// Rate-limit verdicts, by policy and decision (`allowed`, `limited`, `shadow_limited`).
 pub const RATE_LIMIT_DECISIONS: &str = "rate_limit_decisions_total";
 /// Clients currently tracked, by policy.
@@ -117,6 +124,15 @@ fn describe() {
     describe_counter!(STATUS_TRANSITIONS, "Order status changes");
     describe_counter!(SPANS_DROPPED, "Spans the trace exporter failed to deliver");
     describe_counter!(HTTP_SHED, "Requests refused at the in-flight cap");
+    describe_gauge!(HTTP_CONNECTIONS_OPEN, "Open connections by listener");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections closed at accept, at server.max_connections"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_TIMED_OUT,
+        "Connections closed by the header or keep-alive clock"
+    );
     describe_counter!(
         IDEMPOTENCY_REQUESTS,
         "Creates with an Idempotency-Key by outcome"

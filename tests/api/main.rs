@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod breaker;
 mod conformance;
+mod connections;
 mod deploy;
 mod errors;
 mod faults;
