@@ -202,7 +202,7 @@ fn matched(req: &Request) -> &str {
 
 /// Probes are never limited, shed or broken.
 pub fn is_probe(req: &Request) -> bool {
-    matches!(matched(req), "/healthz" | "/readyz")
+    matched(req) == "/healthz"
 }
 
 /// The database-backed, versioned API routes. The OpenAPI documents live under `/api` but never

@@ -1,8 +1,13 @@
 //! Probes: `/healthz` (the process answers) and `/readyz` (dependencies, schema, not draining),
-//! and `/metrics` (ops listener only).
+//! and `/metrics`.
+//!
+//! The API listener serves `/healthz` only: it is static, so a load balancer or a person with
+//! `curl` can tell the process answers, at no cost. `/readyz` and `/metrics` are the ops
+//! listener's: the kubelet probes that port, and readiness reports dependency errors, which are
+//! nobody else's business. Even there a flood of probes costs the database one check a second
+//! ([`Health::check_database`]).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,16 +23,16 @@ use crate::state::{AppState, Health};
 use crate::store::Store;
 use crate::telemetry::metrics::{DB_POOL_CONNECTIONS, DB_POOL_MAX, render};
 
-/// The probe routes, served on both listeners.
+/// What the API listener serves besides the API: liveness.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz))
 }
 
-/// The ops listener's routes: the probes plus `/metrics`.
+/// The ops listener's routes: liveness, readiness and `/metrics`.
 pub fn ops_router() -> Router<AppState> {
-    router().route("/metrics", get(metrics))
+    router()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// Prometheus text exposition; pool and process gauges are refreshed at scrape time.
@@ -59,6 +64,9 @@ pub struct Check {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+    /// When the check ran (checks are reused for a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked_at: Option<String>,
 }
 
 impl Check {
@@ -72,6 +80,7 @@ impl Check {
             status,
             error,
             latency_ms: None,
+            checked_at: None,
         }
     }
 }
@@ -92,14 +101,15 @@ async fn readyz(
     State(health): State<Arc<Health>>,
     State(breaker): State<Option<Arc<Breaker>>>,
 ) -> (StatusCode, Json<Readiness>) {
-    let started = Instant::now();
-    let db = match tokio::time::timeout(health.db_timeout, store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {:?}", health.db_timeout)),
-    };
-    let mut database = Check::new("database", db);
-    database.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let db = health
+        .check_database(|| async { store.ping().await.map_err(|e| e.to_string()) })
+        .await;
+    let mut database = Check::new("database", db.result);
+    database.latency_ms = Some(db.latency.as_secs_f64() * 1000.0);
+    database.checked_at = Some(
+        db.checked_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    );
     let shutdown = if health.is_draining() {
         Err("draining: shutting down".to_string())
     } else {

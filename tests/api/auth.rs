@@ -190,7 +190,6 @@ async fn probes_metrics_and_unknown_paths_need_no_key() {
     let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
     for url in [
         app.url("/healthz"),
-        app.url("/readyz"),
         app.ops_url("/healthz"),
         app.ops_url("/readyz"),
         app.ops_url("/metrics"),

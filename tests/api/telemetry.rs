@@ -128,7 +128,6 @@ fn expected_route(path: &str) -> &'static str {
         ["api", "v2", "orders"] => "/api/v2/orders",
         ["api", "v2", "orders", id] if !id.is_empty() => "/api/v2/orders/{id}",
         ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
         _ => "<unmatched>",
     }
 }
