@@ -21,7 +21,7 @@ pub use api::ApiSettings;
 pub use auth::AuthSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
-pub use values::{Backend, DatabaseUrl};
+pub use values::{Backend, DatabaseUrl, redact_url};
 
 use reader::Reader;
 

@@ -81,7 +81,10 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
         return Ok(Telemetry::default());
     }
     if let Some(url) = telemetry.traces_url().filter(|_| provider.is_some()) {
-        tracing::info!(endpoint = %url, "exporting traces over OTLP");
+        tracing::info!(
+            endpoint = %crate::config::redact_url(&url),
+            "exporting traces over OTLP"
+        );
     }
     Ok(Telemetry { provider })
 }

@@ -499,3 +499,97 @@ fn config_print_shows_hashes_but_never_a_pasted_key() {
     assert!(!out.contains("oak_"), "{out}");
     out.parse::<toml::Table>().expect("still TOML");
 }
+
+/// Credentials hide in more places than `user:password@`: a database URL's query string, and
+/// the userinfo of an OTLP endpoint. None of them may show in `config print`, in a config
+/// error, or in the start-up log.
+#[test]
+fn secrets_in_query_strings_and_otlp_endpoints_are_redacted_everywhere() {
+    let secrets = [
+        (
+            "APP_DATABASE__URL",
+            "postgres://u@h/db?sslmode=require&password=s3cret",
+        ),
+        (
+            "APP_TELEMETRY__OTLP__ENDPOINT",
+            "https://user:pw0tlp@collector:4318",
+        ),
+        (
+            "APP_TELEMETRY__OTLP__TRACES_ENDPOINT",
+            "https://collector:4318/v1/traces?api_key=k3yvalue",
+        ),
+    ];
+    let leaked = |text: &str| {
+        ["s3cret", "pw0tlp", "k3yvalue"]
+            .iter()
+            .any(|s| text.contains(s))
+    };
+    let mut vars = vec![
+        ("APP_CONFIG_DIR", "/nonexistent"),
+        ("APP_AUTH__ENABLED", "false"),
+    ];
+    vars.extend(secrets);
+
+    let print = binary(&["config", "print"], &vars);
+    let stdout = String::from_utf8_lossy(&print.stdout);
+    assert_eq!(print.status.code(), Some(0), "{stdout}");
+    assert!(!leaked(&stdout), "{stdout}");
+    assert!(
+        stdout.contains("postgres://u@h/db?sslmode=require&password=***"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("https://user:***@collector:4318"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/v1/traces?api_key=***"), "{stdout}");
+
+    // A config error shows the values of the keys it names.
+    let mut bad = vars.clone();
+    bad.push(("APP_DATABASE__URL", "mysql://u@h/db?password=s3cret"));
+    bad.push((
+        "APP_TELEMETRY__OTLP__ENDPOINT",
+        "ftp://user:pw0tlp@collector",
+    ));
+    bad.push((
+        "APP_TELEMETRY__OTLP__TRACES_ENDPOINT",
+        "ftp://c/?api_key=k3yvalue",
+    ));
+    let check = binary(&["config", "check"], &bad);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(!leaked(&stderr), "{stderr}");
+
+    // The start-up log names the collector it exports to.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_orders-api"));
+    serve
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .envs([
+            ("APP_SERVER__PORT", "0"),
+            ("APP_SERVER__OPS_PORT", "0"),
+            ("APP_SERVER__HOST", "127.0.0.1"),
+            ("APP_LOG__FORMAT", "json"),
+        ])
+        .env("APP_DATABASE__URL", "sqlite::memory:")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = serve.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("\"listening\"") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("exporting traces over OTLP"), "{seen}");
+    assert!(!leaked(&seen), "{seen}");
+}

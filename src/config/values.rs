@@ -49,14 +49,41 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Replaces the password in `scheme://user:password@host/...` with `***`.
+/// The URL with its secrets replaced by `***`: the password of `scheme://user:password@host`,
+/// and the value of every query parameter whose name suggests a credential
+/// (`?password=...`, `sslpassword`, `api_key`, `token`, ...). Everything else is kept, so an
+/// operator can still tell which host, database and options are in use.
 pub fn redact_url(url: &str) -> String {
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (before_fragment, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out.push_str(fragment);
+    out
+}
+
+/// `scheme://user:password@host...` with the password as `***`.
+fn redact_userinfo(url: &str) -> String {
     let Some(after) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let authority_end = url[after..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after + i);
+    let authority_end = url[after..].find('/').map_or(url.len(), |i| after + i);
     let Some(at) = url[after..authority_end].rfind('@').map(|i| after + i) else {
         return url.to_string();
     };
@@ -64,6 +91,23 @@ pub fn redact_url(url: &str) -> String {
         Some(colon) => format!("{}***{}", &url[..=colon], &url[at..]),
         None => url.to_string(),
     }
+}
+
+/// Whether a query parameter's name suggests that its value is a credential.
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// `k1=v1,k2=v2` with every value replaced by `***`.
@@ -77,10 +121,17 @@ pub fn redact_pairs(s: &str) -> String {
         .join(",")
 }
 
+/// Settings holding URLs that may carry credentials.
+const URL_KEYS: [&str; 3] = [
+    "database.url",
+    "telemetry.otlp.endpoint",
+    "telemetry.otlp.traces_endpoint",
+];
+
 /// A value as shown in errors and `config print`: TOML syntax, secrets redacted.
 pub fn display_value(key: &str, value: &Value) -> String {
     match value {
-        Value::String(_, s) if key == "database.url" => toml_string(&redact_url(s)),
+        Value::String(_, s) if URL_KEYS.contains(&key) => toml_string(&redact_url(s)),
         Value::String(_, s) if key == "telemetry.otlp.headers" => toml_string(&redact_pairs(s)),
         Value::String(_, s) if may_be_a_key(key, s) => toml_string("***"),
         Value::String(_, s) => toml_string(s),
@@ -164,6 +215,28 @@ mod tests {
             format!("{:?}", DatabaseUrl::parse("postgresql://u:pw@h/d").unwrap()),
             "postgresql://u:***@h/d"
         );
+    }
+
+    #[test]
+    fn redacts_credentials_in_query_strings_and_userinfo() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=s3cret"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&PassWord=x&sslpassword=y&application_name=a"),
+            "postgres://h/db?user=u&PassWord=***&sslpassword=***&application_name=a"
+        );
+        assert_eq!(
+            redact_url("https://user:pw@collector:4318"),
+            "https://user:***@collector:4318"
+        );
+        assert_eq!(
+            redact_url("https://c:4318/v1/traces?api_key=k&x=1#frag"),
+            "https://c:4318/v1/traces?api_key=***&x=1#frag"
+        );
+        // An '@' in the query is not userinfo.
+        assert_eq!(redact_url("https://c/?to=a@b"), "https://c/?to=a@b");
     }
 
     #[test]
