@@ -63,11 +63,11 @@ impl ClientIp {
             .collect::<Vec<_>>();
         hops.reverse();
         for hop in hops {
-            match hop.parse::<IpAddr>().map(canonical) {
-                Ok(ip) if self.is_trusted(ip) => continue,
-                Ok(ip) => return ip,
+            match parse_hop(hop).map(canonical) {
+                Some(ip) if self.is_trusted(ip) => continue,
+                Some(ip) => return ip,
                 // Garbage where an address should be: stop believing the chain here.
-                Err(_) => break,
+                None => break,
             }
         }
         peer
@@ -88,6 +88,25 @@ impl ClientIp {
             }
         }
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, an IPv4 address with a port (`1.2.3.4:80`), or an
+/// IPv6 address in brackets, with or without a port (`[::1]`, `[::1]:443`), as proxies write
+/// them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    let port_ok = |port: &str| port.parse::<u16>().is_ok();
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']')?;
+        let ok = tail.is_empty() || tail.strip_prefix(':').is_some_and(port_ok);
+        return ok.then(|| addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6))?;
+    }
+    let (addr, port) = hop.rsplit_once(':')?;
+    port_ok(port)
+        .then(|| addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as plain IPv4.
@@ -138,6 +157,34 @@ mod tests {
         // Garbage stops the walk.
         let h = headers(&["198.51.100.7, junk"]);
         assert_eq!(c.resolve(ip("10.9.9.9"), &h), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn hops_with_ports_and_bracketed_ipv6_are_understood() {
+        let c = ClientIp::new(vec!["10.0.0.0/8".parse().unwrap()], 128);
+        for (hop, client) in [
+            ("198.51.100.7:4711", "198.51.100.7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("2001:db8::7", "2001:db8::7"),
+        ] {
+            let h = headers(&[&format!("6.6.6.6, {hop}, 10.1.2.3:80")]);
+            assert_eq!(c.resolve(ip("10.9.9.9"), &h), ip(client), "{hop}");
+        }
+        // A trusted proxy written with its port is still trusted, and skipped.
+        let h = headers(&["198.51.100.8, 10.1.2.3:8080"]);
+        assert_eq!(c.resolve(ip("10.9.9.9"), &h), ip("198.51.100.8"));
+        // Not an address: the walk stops there, as before.
+        for junk in [
+            "[2001:db8::7",
+            "[2001:db8::7]x",
+            "198.51.100.7:port",
+            "host:80",
+            "1.2.3.4:99999",
+        ] {
+            let h = headers(&[&format!("198.51.100.9, {junk}")]);
+            assert_eq!(c.resolve(ip("10.9.9.9"), &h), ip("10.9.9.9"), "{junk}");
+        }
     }
 
     #[test]

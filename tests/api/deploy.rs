@@ -646,3 +646,29 @@ fn autoscaler_disruption_budget_and_network_policy_apply_to_the_deployment() {
     assert!(!resources.iter().any(|r| r.ends_with(".example.yaml")));
     assert!(!resources.iter().any(|r| r.starts_with("monitoring")));
 }
+
+/// The pods believe `X-Forwarded-For` only from the ingress controller: the ConfigMap's
+/// trusted proxies are narrow ranges (a placeholder until set), never the cluster's whole
+/// private range, from which any pod could forge its client address.
+#[test]
+fn the_pods_trust_forwarded_addresses_only_from_a_narrow_ingress_range() {
+    let (_, source) = config_map_file();
+    let text = std::fs::read_to_string(&source).unwrap();
+    let file: toml::Table = text.parse().unwrap();
+    let proxies = file["server"]["trusted_proxies"]
+        .as_array()
+        .expect("a list");
+    assert!(!proxies.is_empty());
+    for proxy in proxies {
+        let net: ipnet::IpNet = proxy.as_str().unwrap().parse().unwrap();
+        let widest = if net.addr().is_ipv4() { 16 } else { 48 };
+        assert!(
+            net.prefix_len() >= widest,
+            "{net} trusts too much of the network"
+        );
+    }
+    assert!(
+        text.contains("INGRESS_CIDR"),
+        "the placeholder says what to put there"
+    );
+}
