@@ -130,6 +130,21 @@ pub struct DatabaseSettings {
     pub health_timeout: Duration,
     /// PostgreSQL statement timeout.
     pub statement_timeout: Duration,
+    /// SQLite's `synchronous` pragma: how durable an acknowledged write is.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// SQLite's `synchronous` setting (with its WAL journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// No fsync: a crash of the OS or power loss can lose and corrupt recent writes.
+    Off,
+    /// fsync at checkpoints only: power loss can lose the last acknowledged writes.
+    Normal,
+    /// fsync on every commit: an acknowledged write survives power loss.
+    Full,
+    /// As `full`, and the directory too after the WAL is reset.
+    Extra,
 }
 
 /// `[log]`: filter directives and output format.
@@ -416,6 +431,17 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
     let migrate_on_start = r.get("database.migrate_on_start");
     let health_timeout = r.positive_duration("database.health_timeout");
     let statement_timeout = r.positive_duration("database.statement_timeout");
+    let sqlite_synchronous = r.parsed(
+        "database.sqlite_synchronous",
+        "one of \"off\", \"normal\", \"full\", \"extra\"",
+        |s| match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(SqliteSynchronous::Off),
+            "normal" => Some(SqliteSynchronous::Normal),
+            "full" => Some(SqliteSynchronous::Full),
+            "extra" => Some(SqliteSynchronous::Extra),
+            _ => None,
+        },
+    );
     DatabaseSettings {
         url: url.unwrap_or_default(),
         max_connections,
@@ -425,6 +451,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
         migrate_on_start,
         health_timeout,
         statement_timeout,
+        sqlite_synchronous: sqlite_synchronous.unwrap_or(SqliteSynchronous::Full),
     }
 }
 

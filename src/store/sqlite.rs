@@ -15,7 +15,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{OrderRow, StoreError};
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, SqliteSynchronous as Synchronous};
 use crate::orders::{ListFilter, Order, OrderStatus, Position};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -35,7 +35,12 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match cfg.sqlite_synchronous {
+                Synchronous::Off => SqliteSynchronous::Off,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Extra => SqliteSynchronous::Extra,
+            })
             .busy_timeout(cfg.busy_timeout)
             .foreign_keys(true);
         let file = opts.get_filename().to_path_buf();
@@ -247,4 +252,49 @@ fn decode(r: &SqliteRow) -> Result<OrderRow, StoreError> {
         updated_at: time("updated_at")?,
         version: r.try_get("version")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, Settings};
+
+    fn settings(dir: &std::path::Path, synchronous: Option<&str>) -> DatabaseSettings {
+        let mut env = vec![
+            ("APP_CONFIG_DIR".to_string(), "/nonexistent".to_string()),
+            ("APP_AUTH__ENABLED".to_string(), "false".to_string()),
+            (
+                "APP_DATABASE__URL".to_string(),
+                format!("sqlite://{}", dir.join("o.db").display()),
+            ),
+        ];
+        if let Some(value) = synchronous {
+            env.push(("APP_DATABASE__SQLITE_SYNCHRONOUS".into(), value.into()));
+        }
+        Settings::load(&LoadOptions {
+            config_file: None,
+            env,
+        })
+        .unwrap()
+        .database
+    }
+
+    async fn pragma(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn commits_are_fsynced_unless_configured_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 is FULL, 1 NORMAL (sqlite.org/pragma.html#pragma_synchronous).
+        let store = SqliteStore::open(&settings(dir.path(), None)).unwrap();
+        assert_eq!(pragma(&store).await, 2);
+        store.close().await;
+        let store = SqliteStore::open(&settings(dir.path(), Some("normal"))).unwrap();
+        assert_eq!(pragma(&store).await, 1);
+        store.close().await;
+    }
 }
