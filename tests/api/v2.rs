@@ -307,8 +307,12 @@ async fn patch_requires_if_match_and_refuses_stale_versions(backend: Backend) {
         "412 names the current ETag"
     );
     problem(stale, 412).await;
-    // Strong comparison: a weak tag never matches.
+    // Strong comparison: a weak tag never matches, and the tags are compared byte for byte
+    // (RFC 9110 8.8.3.2): "01" and "+1" are other tags than "1".
     problem(patch(Some("W/\"1\""), "paid").await.unwrap(), 412).await;
+    for other in ["\"01\"", "\"+1\"", "\" 1\"", "\"1.0\""] {
+        problem(patch(Some(other), "paid").await.unwrap(), 412).await;
+    }
     problem(patch(Some("1"), "paid").await.unwrap(), 400).await;
 
     let ok = patch(Some("\"0\", \"1\""), "paid").await.unwrap();

@@ -232,10 +232,17 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Expect>, ApiError> {
             "If-Match must be * or a list of entity tags such as \"3\"".into(),
         )),
         Some(Ok(Tags::Any)) => Ok(Some(Expect::Any)),
+        // Strong comparison is byte for byte: a tag names a version only if it is exactly the
+        // tag the server sends for it ("1"), never "01" or "+1".
         Some(Ok(Tags::List(tags))) => Ok(Some(Expect::Versions(
             tags.iter()
                 .filter(|(weak, _)| !weak)
-                .filter_map(|(_, opaque)| opaque.parse().ok())
+                .filter_map(|(_, opaque)| {
+                    opaque
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|v| v.to_string() == *opaque)
+                })
                 .collect(),
         ))),
     }
@@ -278,6 +285,11 @@ mod tests {
             Some(Expect::Versions(vec![1, 4]))
         );
         assert_eq!(parse(&["\"abc\""]), Some(Expect::Versions(vec![])));
+        // Byte for byte: only the tag the server sends ("1") names version 1.
+        assert_eq!(
+            parse(&["\"01\", \"+1\", \"1 \", \"-0\""]),
+            Some(Expect::Versions(vec![]))
+        );
         assert_eq!(
             parse(&["\"a,b\", \"3\""]),
             Some(Expect::Versions(vec![3])),
