@@ -14,6 +14,10 @@ use crate::store::StoreError;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Most problems one 422 lists; the rest are only counted (`omitted_errors`), so that a small
+/// request full of mistakes cannot make a large response.
+pub const MAX_LISTED_ERRORS: usize = 50;
+
 /// The realm of every `WWW-Authenticate` challenge.
 pub const REALM: &str = "orders-api";
 
@@ -88,9 +92,14 @@ pub enum ApiError {
     /// 415: not `application/json`.
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
-    /// 422: one entry per invalid field.
-    #[error("validation failed: {} problem(s)", .0.len())]
-    Validation(Vec<FieldError>),
+    /// 422: one entry per invalid field, the first [`MAX_LISTED_ERRORS`] of them.
+    #[error("validation failed: {} problem(s)", .errors.len() + .omitted)]
+    Validation {
+        /// The problems listed.
+        errors: Vec<FieldError>,
+        /// How many more there were.
+        omitted: usize,
+    },
     /// 429: a rate-limit policy refused the request.
     #[error("rate limited by {violated:?}")]
     RateLimited {
@@ -139,6 +148,8 @@ struct Problem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    omitted_errors: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     current_status: Option<&'a str>,
     #[serde(rename = "violated-policies", skip_serializing_if = "Option::is_none")]
     violated_policies: Option<&'a [&'static str]>,
@@ -159,7 +170,7 @@ impl ApiError {
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -187,7 +198,7 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Validation(_) => "urn:orders-api:problem:validation",
+            Self::Validation { .. } => "urn:orders-api:problem:validation",
             Self::Conflict { .. } => "urn:orders-api:problem:invalid-transition",
             Self::MalformedJson(_) => "urn:orders-api:problem:malformed-json",
             Self::RateLimited { .. } => "urn:orders-api:problem:rate-limited",
@@ -227,11 +238,14 @@ impl ApiError {
                 different request; use a new key for a new request"
                 .into(),
             Self::PayloadTooLarge => "the request body is larger than the server accepts".into(),
-            Self::Validation(errors) => format!(
-                "{} invalid field{}; see errors",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" }
-            ),
+            Self::Validation { errors, omitted } => match (errors.len() + omitted, omitted) {
+                (1, _) => "1 invalid field; see errors".into(),
+                (n, 0) => format!("{n} invalid fields; see errors"),
+                (n, _) => format!(
+                    "{n} invalid fields; the first {} are listed in errors",
+                    errors.len()
+                ),
+            },
             Self::RateLimited { violated, .. } => {
                 format!(
                     "rate limit exceeded ({}); see Retry-After",
@@ -269,10 +283,14 @@ impl IntoResponse for ApiError {
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
             _ => {}
         }
-        let (errors, current_status) = match &self {
-            Self::Validation(errors) => (Some(errors.as_slice()), None),
-            Self::Conflict { current_status, .. } => (None, Some(*current_status)),
-            _ => (None, None),
+        let (errors, omitted_errors, current_status) = match &self {
+            Self::Validation { errors, omitted } => (
+                Some(errors.as_slice()),
+                (*omitted > 0).then_some(*omitted),
+                None,
+            ),
+            Self::Conflict { current_status, .. } => (None, None, Some(*current_status)),
+            _ => (None, None, None),
         };
         let problem = Problem {
             kind: self.kind(),
@@ -282,6 +300,7 @@ impl IntoResponse for ApiError {
             request_id: request_id::current(),
             trace_id: trace::current_trace_id(),
             errors,
+            omitted_errors,
             current_status,
             violated_policies: match &self {
                 Self::RateLimited { violated, .. } => Some(violated.as_slice()),

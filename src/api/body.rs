@@ -9,7 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, MAX_LISTED_ERRORS};
 
 /// A JSON request body: `application/json` (or any `+json` type), within the body limit.
 #[derive(Debug)]
@@ -73,14 +73,26 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// Collects every invalid field before answering.
+/// Collects every invalid field before answering: the first [`MAX_LISTED_ERRORS`] in full,
+/// the rest only counted.
 #[derive(Debug, Default)]
-pub struct Problems(Vec<FieldError>);
+pub struct Problems {
+    listed: Vec<FieldError>,
+    omitted: usize,
+}
 
 impl Problems {
+    fn push(&mut self, problem: impl FnOnce() -> FieldError) {
+        if self.listed.len() < MAX_LISTED_ERRORS {
+            self.listed.push(problem());
+        } else {
+            self.omitted += 1;
+        }
+    }
+
     /// Records a problem at a JSON pointer into the body.
     pub fn at(&mut self, pointer: &str, detail: impl Into<String>) {
-        self.0.push(FieldError {
+        self.push(|| FieldError {
             pointer: Some(pointer.to_string()),
             parameter: None,
             detail: detail.into(),
@@ -89,18 +101,21 @@ impl Problems {
 
     /// Records a problem with a query parameter.
     pub fn param(&mut self, name: &str, detail: impl Into<String>) {
-        self.0.push(FieldError {
+        self.push(|| FieldError {
             pointer: None,
             parameter: Some(name.to_string()),
             detail: detail.into(),
         });
     }
 
-    /// `value` if nothing was recorded, else a 422 listing everything.
+    /// `value` if nothing was recorded, else a 422 listing what was found.
     pub fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
         match value {
-            Some(v) if self.0.is_empty() => Ok(v),
-            _ => Err(ApiError::Validation(self.0)),
+            Some(v) if self.listed.is_empty() => Ok(v),
+            _ => Err(ApiError::Validation {
+                errors: self.listed,
+                omitted: self.omitted,
+            }),
         }
     }
 

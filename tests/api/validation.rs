@@ -165,3 +165,30 @@ async fn list_parameters_are_validated() {
         200
     );
 }
+
+/// One 64 KiB body of short unknown keys names thousands of problems: the answer lists the
+/// first 50 and counts the rest, so that a small request cannot make a large response.
+#[tokio::test]
+async fn a_flood_of_problems_is_capped() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    let mut body = serde_json::Map::new();
+    let (mut n, mut size) = (0, 2);
+    while size < 63 * 1024 {
+        let key = format!("k{n}");
+        size += key.len() + 5; // "key":0,
+        body.insert(key, json!(0));
+        n += 1;
+    }
+    let res = app.post_json("/api/v1/orders", &Value::Object(body)).await;
+    let p = problem(res, 422).await;
+    let listed = p["errors"].as_array().unwrap().len();
+    assert_eq!(listed, 50);
+    // n unknown keys, and the three required members missing.
+    let total = n + 3;
+    assert_eq!(p["omitted_errors"], json!(total - 50), "{}", p["detail"]);
+    assert_eq!(
+        p["detail"],
+        format!("{total} invalid fields; the first 50 are listed in errors")
+    );
+    assert!(serde_json::to_vec(&p).unwrap().len() < 8 * 1024);
+}

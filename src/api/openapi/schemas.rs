@@ -29,10 +29,14 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, pattern = "^[0-9a-f]{32}$")]
     pub trace_id: Option<String>,
-    /// 422 only: one entry per invalid field or parameter.
+    /// 422 only: one entry per invalid field or parameter, the first 50 of them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, max_items = 50)]
     pub errors: Option<Vec<FieldError>>,
+    /// 422 only, when more than 50 problems were found: how many `errors` does not list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub omitted_errors: Option<u64>,
     /// 409 only: the order's status now.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = order_status)]

@@ -341,7 +341,7 @@ mod tests {
             ]
         }))
         .unwrap_err();
-        let ApiError::Validation(errors) = err else {
+        let ApiError::Validation { errors, .. } = err else {
             panic!("expected a validation error");
         };
         let pointers: Vec<_> = errors.iter().filter_map(|e| e.pointer.as_deref()).collect();
