@@ -136,6 +136,11 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
+/// Renders the response a create will store with its order, once the store has given the
+/// order its place (`created_at`, in commit order) inside the transaction that completes the
+/// key. `Err` only if the response cannot be encoded.
+pub type Render = dyn Fn(&crate::orders::Order) -> Result<StoredResponse, String> + Send + Sync;
+
 /// What reserving a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {

@@ -48,6 +48,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A response to store could not be encoded (a bug).
+    #[error("cannot encode the stored response: {0}")]
+    Encode(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -73,7 +76,7 @@ impl StoreError {
         match self {
             Self::Unavailable(_) => "unavailable",
             Self::Corrupt { .. } => "corrupt",
-            Self::Internal(_) | Self::Config(_) | Self::Migrate(_) => "internal",
+            Self::Internal(_) | Self::Config(_) | Self::Migrate(_) | Self::Encode(_) => "internal",
         }
     }
 }
@@ -173,8 +176,10 @@ impl Store {
         result
     }
 
-    /// Stores a new order.
-    pub async fn insert(&self, order: &Order) -> Result<(), StoreError> {
+    /// Stores a new order, giving it its place in the listing: `created_at` (and `updated_at`)
+    /// are set when it commits, later than every order committed before it, so that the
+    /// newest-first order is commit order.
+    pub async fn insert(&self, order: &mut Order) -> Result<(), StoreError> {
         let items = encode_items(&order.items);
         self.observe("insert_order", async {
             dispatch!(self, s => s.insert(order, &items).await)
@@ -297,6 +302,15 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
+    }
+}
+
+/// The place of an order committed now: `now`, or just after the newest order so far when the
+/// clock has not moved past it (the same microsecond, or a clock that stepped back).
+pub(crate) fn commit_time(now: DateTime<Utc>, newest: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match newest {
+        Some(newest) if newest >= now => newest + chrono::TimeDelta::microseconds(1),
+        _ => now,
     }
 }
 

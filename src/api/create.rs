@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::auth::Principal;
 use crate::config::IdempotencySettings;
 use crate::error::ApiError;
-use crate::idempotency::{self, Hold, IdempotencyKey, Reservation, StoredResponse};
+use crate::idempotency::{self, Hold, IdempotencyKey, Render, Reservation, StoredResponse};
 use crate::orders::{self, NewOrder, Order};
 use crate::resilience::client_ip::ClientIp;
 use crate::resilience::in_flight::Slot;
@@ -93,7 +93,7 @@ fn created(
     location: String,
     extra: Vec<(String, String)>,
     wire: &impl Serialize,
-) -> Result<StoredResponse, ApiError> {
+) -> Result<StoredResponse, String> {
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("location".to_string(), location),
@@ -102,28 +102,34 @@ fn created(
     Ok(StoredResponse {
         status: StatusCode::CREATED.as_u16(),
         headers,
-        body: serde_json::to_vec(wire)
-            .map_err(|e| ApiError::Internal(format!("cannot encode an order: {e}")))?,
+        body: serde_json::to_vec(wire).map_err(|e| format!("cannot encode an order: {e}"))?,
     })
 }
 
+/// What a version makes of a created order: its body, and its extra headers.
+pub type Wire<W> = fn(&Order) -> (W, Vec<(String, String)>);
+
 /// Creates the order `new` in the collection at `route` and answers 201 with what `wire`
-/// makes of it (the version's body and its extra headers), honouring the `Idempotency-Key`
-/// when there is one. `route` and the parsed `body` are the request's fingerprint: a v1 and a
-/// v2 create differ.
-pub async fn create<W: Serialize>(
+/// makes of it, honouring the `Idempotency-Key` when there is one. `route` and the parsed
+/// `body` are the request's fingerprint: a v1 and a v2 create differ. The response is made
+/// after the store has given the order its place (its `created_at`, in commit order), and, for
+/// a keyed create, is stored in the same transaction as the order.
+pub async fn create<W: Serialize + 'static>(
     store: &Store,
     cfg: IdempotencySettings,
     idem: Idempotency,
     (route, body): (&'static str, &Value),
     new: NewOrder,
-    wire: impl FnOnce(&Order) -> (W, Vec<(String, String)>),
+    wire: Wire<W>,
 ) -> Result<Response, ApiError> {
-    let order = Order::create(new, orders::now());
-    let (body_of_order, extra) = wire(&order);
-    let response = created(format!("{route}/{}", order.id), extra, &body_of_order)?;
+    let mut order = Order::create(new, orders::now());
+    let render = move |order: &Order| {
+        let (body, extra) = wire(order);
+        created(format!("{route}/{}", order.id), extra, &body)
+    };
     let Some((key, scope)) = idem.key else {
-        store.insert(&order).await?;
+        store.insert(&mut order).await?;
+        let response = render(&order).map_err(ApiError::Internal)?;
         return Ok(respond(response, &order, false));
     };
     let now = orders::now();
@@ -145,7 +151,7 @@ pub async fn create<W: Serialize>(
     let run = idem.tasks.spawn(
         async move {
             let _slot = slot;
-            Reach::scope(reach, keyed(&store, &hold, order, response)).await
+            Reach::scope(reach, keyed(&store, &hold, order, &render)).await
         }
         .instrument(tracing::Span::current()),
     );
@@ -157,8 +163,8 @@ pub async fn create<W: Serialize>(
 async fn keyed(
     store: &Store,
     hold: &Hold,
-    order: Order,
-    response: StoredResponse,
+    mut order: Order,
+    render: &Render,
 ) -> Result<Response, ApiError> {
     let outcome = match store.reserve(hold).await {
         Ok(outcome) => outcome,
@@ -181,10 +187,10 @@ async fn keyed(
         Reservation::InProgress => return Err(ApiError::IdempotencyInProgress),
         Reservation::Mismatch => return Err(ApiError::IdempotencyMismatch),
     }
-    match store.insert_completing(&order, hold, &response).await {
-        Ok(true) => Ok(respond(response, &order, false)),
+    match store.insert_completing(&mut order, hold, render).await {
+        Ok(Some(response)) => Ok(respond(response, &order, false)),
         // Held past lock_timeout and taken over by a repeat: that one answers the client.
-        Ok(false) => Err(ApiError::IdempotencyInProgress),
+        Ok(None) => Err(ApiError::IdempotencyInProgress),
         Err(e) => {
             release(store, hold).await;
             Err(e.into())

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, encode_items};
-use crate::idempotency::{Hold, Reservation, StoredResponse};
+use crate::idempotency::{Hold, Render, Reservation, StoredResponse};
 use crate::orders::Order;
 
 /// A key purged between the failed insert and the read is simply tried again, this often.
@@ -41,17 +41,18 @@ impl Store {
         .await
     }
 
-    /// Stores `order` and completes `hold` with `response`, in one transaction: either both
-    /// happen or neither. `false` (and nothing stored) when the hold was lost meanwhile.
+    /// Stores `order` (placed as by [`Store::insert`]) and completes `hold` with the response
+    /// `render` makes of it, in one transaction: either both happen or neither. `None` (and
+    /// nothing stored) when the hold was lost meanwhile.
     pub async fn insert_completing(
         &self,
-        order: &Order,
+        order: &mut Order,
         hold: &Hold,
-        response: &StoredResponse,
-    ) -> Result<bool, StoreError> {
+        render: &Render,
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let items = encode_items(&order.items);
         self.observe("insert_order", async {
-            dispatch!(self, s => s.insert_completing(order, &items, hold, response).await)
+            dispatch!(self, s => s.insert_completing(order, &items, hold, render).await)
         })
         .await
     }

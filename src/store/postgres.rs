@@ -7,7 +7,6 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -71,8 +70,10 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn insert(&self, o: &Order, items: &str) -> Result<(), StoreError> {
-        insert_query(o, items).execute(&self.pool).await?;
+    pub(super) async fn insert(&self, o: &mut Order, items: &str) -> Result<(), StoreError> {
+        let at = insert_query(o, items).fetch_one(&self.pool).await?;
+        o.created_at = at;
+        o.updated_at = at;
         Ok(())
     }
 
@@ -152,11 +153,22 @@ impl PgStore {
     }
 }
 
-/// The INSERT of one order, for the pool or a transaction.
-fn insert_query<'q>(o: &Order, items: &str) -> Query<'q, Postgres, PgArguments> {
-    sqlx::query(
-        "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
-         created_at, updated_at, version) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9)",
+/// The INSERT of one order, for the pool or a transaction, returning its place. The place comes
+/// from the one-row `order_clock`: the UPDATE takes that row's lock until the transaction ends,
+/// and (in READ COMMITTED) reads the latest committed time, so every create commits after the
+/// one before it and later than it, whichever replica runs it. A sequence would not do: its
+/// values are handed out at insert, and transactions commit in any order.
+fn insert_query<'q>(
+    o: &Order,
+    items: &str,
+) -> sqlx::query::QueryScalar<'q, Postgres, DateTime<Utc>, PgArguments> {
+    sqlx::query_scalar(
+        "WITH clock AS (UPDATE order_clock \
+         SET t = GREATEST(clock_timestamp(), t + interval '1 microsecond') RETURNING t) \
+         INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
+         created_at, updated_at, version) \
+         SELECT $1, $2, $3, $4::jsonb, $5, $6, clock.t, clock.t, $7 FROM clock \
+         RETURNING created_at",
     )
     .bind(o.id)
     .bind(o.customer_id.as_str().to_string())
@@ -164,8 +176,6 @@ fn insert_query<'q>(o: &Order, items: &str) -> Query<'q, Postgres, PgArguments> 
     .bind(items.to_string())
     .bind(o.total_minor)
     .bind(o.status.as_str())
-    .bind(o.created_at)
-    .bind(o.updated_at)
     .bind(o.version)
 }
 

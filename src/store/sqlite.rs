@@ -104,9 +104,18 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn insert(&self, o: &Order, items: &str) -> Result<(), StoreError> {
-        insert_query(o, items).execute(&self.pool).await?;
+    pub(super) async fn insert(&self, o: &mut Order, items: &str) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        place(&mut tx, o).await?;
+        insert_query(o, items).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// A transaction holding SQLite's write lock from its first statement, so that what it
+    /// reads (the newest order's place) cannot change before it commits.
+    pub(super) async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub(super) async fn get(&self, id: Uuid) -> Result<Option<OrderRow>, StoreError> {
@@ -186,6 +195,21 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Gives `o` its place after the newest order, under the write lock of `tx`.
+pub(super) async fn place(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    o: &mut Order,
+) -> Result<(), StoreError> {
+    let newest: Option<String> = sqlx::query_scalar("SELECT max(created_at) FROM orders")
+        .fetch_one(&mut **tx)
+        .await?;
+    let newest = newest.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|t| t.to_utc()));
+    let at = super::commit_time(crate::orders::now(), newest);
+    o.created_at = at;
+    o.updated_at = at;
+    Ok(())
 }
 
 /// The INSERT of one order, for the pool or a transaction.

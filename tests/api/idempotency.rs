@@ -190,7 +190,7 @@ async fn a_held_key_conflicts_until_released_or_lapsed(backend: Backend) {
         201
     );
     // The late holder cannot complete what is no longer its own.
-    let order = orders_api::orders::Order::create(
+    let mut order = orders_api::orders::Order::create(
         orders_api::orders::NewOrder {
             customer_id: orders_api::orders::CustomerId::parse("held").unwrap(),
             currency: orders_api::orders::Currency::parse("EUR").unwrap(),
@@ -198,16 +198,19 @@ async fn a_held_key_conflicts_until_released_or_lapsed(backend: Backend) {
         },
         Utc::now(),
     );
-    let response = StoredResponse {
-        status: 201,
-        headers: vec![],
-        body: b"{}".to_vec(),
+    let render = |_: &orders_api::orders::Order| {
+        Ok(StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        })
     };
     assert!(
-        !other
-            .insert_completing(&order, &dead, &response)
+        other
+            .insert_completing(&mut order, &dead, &render)
             .await
             .unwrap()
+            .is_none()
     );
     assert_eq!(count(&app, "held").await, 2);
     other.close().await;

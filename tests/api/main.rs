@@ -6,6 +6,7 @@
 mod auth;
 mod binary;
 mod breaker;
+mod commit_order;
 mod conformance;
 mod connections;
 mod deploy;

@@ -189,9 +189,14 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
-    create::create(&store, cfg, idem, (COLLECTION, &body), new, |order| {
-        (OrderV1::from(order), vec![])
-    })
+    create::create(
+        &store,
+        cfg,
+        idem,
+        (COLLECTION, &body),
+        new,
+        |order: &Order| (OrderV1::from(order), vec![]),
+    )
     .await
 }
 

@@ -57,9 +57,14 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
-    create::create(&store, cfg, idem, (COLLECTION, &body), new, |order| {
-        (OrderV2::from(order), vec![("etag".into(), etag(order))])
-    })
+    create::create(
+        &store,
+        cfg,
+        idem,
+        (COLLECTION, &body),
+        new,
+        |order: &Order| (OrderV2::from(order), vec![("etag".into(), etag(order))]),
+    )
     .await
 }
 

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::{PgStore, insert_query};
-use crate::idempotency::{Hold, StoredResponse};
+use crate::idempotency::{Hold, Render, StoredResponse};
 use crate::orders::Order;
 use crate::store::StoreError;
 use crate::store::idempotency::{ExistingRecord, encode_headers};
@@ -57,13 +57,16 @@ impl PgStore {
 
     pub(in crate::store) async fn insert_completing(
         &self,
-        order: &Order,
+        order: &mut Order,
         items: &str,
         hold: &Hold,
-        response: &StoredResponse,
-    ) -> Result<bool, StoreError> {
+        render: &Render,
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_query(order, items).execute(&mut *tx).await?;
+        let at = insert_query(order, items).fetch_one(&mut *tx).await?;
+        order.created_at = at;
+        order.updated_at = at;
+        let response = render(order).map_err(StoreError::Encode)?;
         let done = sqlx::query(
             "UPDATE idempotency_keys SET status = $1, headers = $2, body = $3 \
              WHERE scope = $4 AND key = $5 AND created_at = $6 AND status IS NULL",
@@ -78,10 +81,10 @@ impl PgStore {
         .await?;
         if done.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(response))
     }
 
     pub(in crate::store) async fn release(&self, hold: &Hold) -> Result<(), StoreError> {

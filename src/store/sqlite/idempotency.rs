@@ -2,8 +2,8 @@
 
 use sqlx::Row;
 
-use super::{SqliteStore, insert_query, timestamp};
-use crate::idempotency::{Hold, StoredResponse};
+use super::{SqliteStore, insert_query, place, timestamp};
+use crate::idempotency::{Hold, Render, StoredResponse};
 use crate::orders::Order;
 use crate::store::StoreError;
 use crate::store::idempotency::{ExistingRecord, encode_headers};
@@ -57,13 +57,15 @@ impl SqliteStore {
 
     pub(in crate::store) async fn insert_completing(
         &self,
-        order: &Order,
+        order: &mut Order,
         items: &str,
         hold: &Hold,
-        response: &StoredResponse,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        render: &Render,
+    ) -> Result<Option<StoredResponse>, StoreError> {
+        let mut tx = self.write().await?;
+        place(&mut tx, order).await?;
         insert_query(order, items).execute(&mut *tx).await?;
+        let response = render(order).map_err(StoreError::Encode)?;
         let done = sqlx::query(
             "UPDATE idempotency_keys SET status = ?1, headers = ?2, body = ?3 \
              WHERE scope = ?4 AND key = ?5 AND created_at = ?6 AND status IS NULL",
@@ -78,10 +80,10 @@ impl SqliteStore {
         .await?;
         if done.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(response))
     }
 
     pub(in crate::store) async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
