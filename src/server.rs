@@ -311,7 +311,10 @@ async fn purge_idempotency(store: Store, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.purge_idempotency(crate::orders::now(), BATCH).await {
+        let started = std::time::Instant::now();
+        let result = store.purge_idempotency(crate::orders::now(), BATCH).await;
+        background_run("idempotency_purge", result.is_ok(), started);
+        match result {
             Ok(0) => {}
             Ok(n) => {
                 metrics::counter!(crate::telemetry::metrics::IDEMPOTENCY_PURGED).increment(n);
@@ -321,6 +324,14 @@ async fn purge_idempotency(store: Store, every: Duration) {
             Err(e) => tracing::debug!(error = %e, "cannot purge idempotency records"),
         }
     }
+}
+
+/// Counts one run of a background job and how long it took (jobs make no traces).
+fn background_run(job: &'static str, ok: bool, started: std::time::Instant) {
+    use crate::telemetry::metrics::{BACKGROUND_DURATION, BACKGROUND_RUNS};
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(BACKGROUND_RUNS, "job" => job, "result" => result).increment(1);
+    metrics::histogram!(BACKGROUND_DURATION, "job" => job).record(started.elapsed().as_secs_f64());
 }
 
 /// Drains histogram samples into their buckets now and then, as the exporter requires when it

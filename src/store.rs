@@ -170,9 +170,19 @@ impl Store {
     /// A round trip to the database. Timed and counted but not traced: readiness probes call
     /// it every few seconds, and each would become a trace of its own.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.untraced("ping", async { dispatch!(self, s => s.ping().await) })
+            .await
+    }
+
+    /// Times `op` and counts its failures, without a span: for work no request asked for.
+    async fn untraced<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let start = Instant::now();
-        let result = dispatch!(self, s => s.ping().await);
-        record(&result, "ping", start);
+        let result = fut.await;
+        record(&result, op, start);
         result
     }
 

@@ -61,6 +61,12 @@ pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 /// Calls through the breaker, by outcome (`success`, `failure`, `slow`, `rejected`).
 pub const BREAKER_CALLS: &str = "circuit_breaker_calls_total";
+/// Runs of background jobs, by job and result (`ok`, `error`).
+pub const BACKGROUND_RUNS: &str = "background_runs_total";
+/// How long background job runs take, by job.
+pub const BACKGROUND_DURATION: &str = "background_run_duration_seconds";
+/// The background jobs.
+pub const BACKGROUND_JOBS: [&str; 1] = ["idempotency_purge"];
 /// Spans the trace exporter could not deliver.
 pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
 
@@ -100,6 +106,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 counter!(IDEMPOTENCY_REQUESTS, "outcome" => outcome).absolute(0);
             }
             counter!(IDEMPOTENCY_PURGED).absolute(0);
+            for job in BACKGROUND_JOBS {
+                for result in ["ok", "error"] {
+                    counter!(BACKGROUND_RUNS, "job" => job, "result" => result).absolute(0);
+                }
+            }
             Ok(recorder)
         })
         .clone()
@@ -138,6 +149,12 @@ fn describe() {
         "Creates with an Idempotency-Key by outcome"
     );
     describe_counter!(IDEMPOTENCY_PURGED, "Expired idempotency records deleted");
+    describe_counter!(BACKGROUND_RUNS, "Background job runs by job and result");
+    describe_histogram!(
+        BACKGROUND_DURATION,
+        Unit::Seconds,
+        "Background job run time by job"
+    );
     describe_counter!(RATE_LIMIT_DECISIONS, "Rate-limit decisions by policy");
     describe_gauge!(
         RATE_LIMIT_KEYS,

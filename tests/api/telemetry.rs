@@ -574,3 +574,56 @@ async fn a_dead_collector_never_fails_requests_and_is_reported_once() {
         .count();
     assert_eq!(warnings, 1, "the exporter warning is rate limited");
 }
+
+/// Background work makes no traces (a purge every few minutes on every pod would each be a
+/// trace of its own); it shows in metrics instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_jobs_are_counted_not_traced() {
+    let (addr, received) = receiver().await;
+    let endpoint = format!("http://{addr}");
+    let mut app = start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("APP_TELEMETRY__OTLP__EXPORT_INTERVAL", "100ms"),
+        ("APP_IDEMPOTENCY__PURGE_INTERVAL", "50ms"),
+    ]);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    let runs = |samples: &[Sample]| {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == "background_runs_total"
+                    && s.labels.get("job").map(String::as_str) == Some("idempotency_purge")
+                    && s.labels.get("result").map(String::as_str) == Some("ok")
+            })
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    let mut purged = 0.0;
+    for _ in 0..200 {
+        purged = runs(&scrape(&app).await);
+        if purged >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(purged >= 3.0, "the purge ran {purged} times");
+    let samples = scrape(&app).await;
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "background_run_duration_seconds_count"
+                && s.labels.get("job").map(String::as_str) == Some("idempotency_purge")),
+        "no duration histogram for the purge"
+    );
+    // A request, so that the exporter has something to send.
+    let res = client()
+        .get(format!("http://{}/api/v1/orders", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.terminate(), Some(0));
+    let names: Vec<String> = spans(&received).into_iter().map(|(_, s)| s.name).collect();
+    assert!(names.iter().any(|n| n == "GET /api/v1/orders"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("purge")), "{names:?}");
+}
