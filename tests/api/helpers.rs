@@ -366,7 +366,13 @@ pub async fn problem(res: reqwest::Response, status: u16) -> Value {
     let body: Value = res.json().await.expect("problem json");
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["type"].is_string() && body["detail"].is_string());
-    assert_eq!(body["request_id"].as_str().map(str::to_string), header_id);
+    // Every problem names its request, in the body and in the header alike.
+    let header_id = header_id.expect("a problem without an x-request-id header");
+    assert_eq!(
+        body["request_id"].as_str(),
+        Some(header_id.as_str()),
+        "{body}"
+    );
     body
 }
 

@@ -467,4 +467,13 @@ async fn abandoned_requests_do_not_open_the_breaker() {
             .status(),
         201
     );
+    // The abandoned requests were cancelled, not left to finish (which would have counted as
+    // successes and hidden a breaker that counted them as failures): none of them stored its
+    // order once the lock was gone.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE customer_id LIKE 'impatient-%'")
+            .fetch_one(&mut lock)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "abandoned requests ran to completion");
 }

@@ -51,6 +51,8 @@ struct Instance {
     child: Child,
     api: SocketAddr,
     ops: SocketAddr,
+    /// Its stdout lines after "listening".
+    lines: mpsc::Receiver<String>,
 }
 
 impl Instance {
@@ -112,7 +114,30 @@ impl Instance {
             api: addr("api"),
             ops: addr("ops"),
             child,
+            lines: rx,
         }
+    }
+
+    /// After the exit: the API requests its access log says it answered with 2xx, and the
+    /// last line it wrote.
+    fn logged(&self) -> (u64, String) {
+        // The reader thread ends at the pipe's end of file, which the exit brings.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            lines.push(line);
+        }
+        let served = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["target"] == "access"
+                    && l["route"].as_str().is_some_and(|r| r.starts_with("/api/"))
+                    && l["status"]
+                        .as_u64()
+                        .is_some_and(|s| (200..300).contains(&s))
+            })
+            .count() as u64;
+        (served, lines.last().cloned().unwrap_or_default())
     }
 
     fn sigterm(&self) {
@@ -360,7 +385,6 @@ async fn rolling_update_loses_no_request() {
     // terminationGracePeriodSeconds, counted from the deletion as the kubelet does.
     let termination_grace = PRE_STOP + DRAIN_DELAY + GRACE_PERIOD + EXIT_MARGIN;
     let status = a.wait_exit(deleted + termination_grace).await;
-    let served_by_a = ep_a.served.load(Ordering::SeqCst);
 
     // Traffic goes on, on B alone.
     let b_before = ep_b.served.load(Ordering::SeqCst);
@@ -388,11 +412,16 @@ async fn rolling_update_loses_no_request() {
         ep_a.saw_not_ready_while_terminating.load(Ordering::SeqCst),
         "A's /readyz never answered 503 while it drained"
     );
+    // A accounted for its traffic to the end: every request the client saw it answer is in
+    // its access log, and the log ends with the shutdown line (nothing lost in the last
+    // buffered batch, nothing served after it).
+    let (logged, last) = a.logged();
     assert_eq!(
+        logged,
         ep_a.served.load(Ordering::SeqCst),
-        served_by_a,
-        "A served requests after it exited"
+        "A's access log and what its clients got disagree"
     );
+    assert!(last.contains("shutdown complete"), "A's last line: {last}");
 
     // Both replicas wrote to the one database: B lists every order created through either.
     let created = load.created.load(Ordering::SeqCst);
