@@ -193,6 +193,10 @@ fn entity_tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<T
         let Ok(text) = value.to_str() else {
             return Some(Err(()));
         };
+        // A field with no tag at all names nothing: malformed, not a list that never matches.
+        if text.trim().is_empty() {
+            return Some(Err(()));
+        }
         for member in members(text) {
             if member == "*" {
                 return Some(Ok(Tags::Any));
@@ -301,6 +305,8 @@ mod tests {
             "a comma inside a tag is part of it"
         );
         assert!(if_match(&headers(header::IF_MATCH, &["3"])).is_err());
+        assert!(if_match(&headers(header::IF_MATCH, &[""])).is_err());
+        assert!(if_match(&headers(header::IF_MATCH, &["  "])).is_err());
         assert!(if_match(&headers(header::IF_MATCH, &["\"3"])).is_err());
     }
 
