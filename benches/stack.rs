@@ -163,7 +163,7 @@ fn stack(c: &mut Criterion) {
         store.migrate().await.expect("migrate");
         let state = AppState::new(store, &settings, metrics.clone(), None);
         state.health.set_schema(Ok(()));
-        let app = orders_api::router::api(state.clone());
+        let app = orders_api::router::api(state.clone(), false);
         let mut req = Request::post("/api/v1/orders")
             .header("content-type", "application/json")
             .body(Body::from(
@@ -182,7 +182,7 @@ fn stack(c: &mut Criterion) {
     });
 
     let orders = variants(
-        orders_api::router::api(state.clone()),
+        orders_api::router::api(state.clone(), false),
         &settings,
         &state.health,
     );

@@ -110,7 +110,7 @@ impl Server {
         });
         let optional = middleware::Optional::from_settings(&settings);
         let api_app = middleware::api(
-            router::api(state.clone()),
+            router::api(state.clone(), settings.auth.enabled),
             &settings.server,
             &settings.api,
             &guards,

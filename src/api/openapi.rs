@@ -43,6 +43,10 @@ pub struct Version {
     /// Whether the version is deprecated: operations are marked and every response carries
     /// `Deprecation`, `Sunset` and `Link`.
     pub deprecated: bool,
+    /// Whether the API asks for API keys (`auth.enabled`). When it does not, the document lists
+    /// no security requirement, no bearer scheme and no 401 or 403: it describes the service
+    /// as it runs.
+    pub secured: bool,
 }
 
 /// Completes a version's derived document with what every operation shares, and renders it.
@@ -56,16 +60,21 @@ pub fn finish(mut doc: OpenApi, version: Version) -> Bytes {
     components
         .schemas
         .insert(FieldError::name().into(), FieldError::schema());
-    components.security_schemes.insert(
-        BEARER.into(),
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-    );
+    if version.secured {
+        components.security_schemes.insert(
+            BEARER.into(),
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
     doc.paths.paths.insert(
         format!("/api/{}{DOCUMENT_NAME}", version.name),
         document_item(version),
     );
     for (path, item) in doc.paths.paths.iter_mut() {
         for op in operations(item) {
+            if !version.secured {
+                op.security = None;
+            }
             responses::add_common(path, op);
             headers::add_request_id_parameter(op);
             if version.deprecated {
@@ -119,14 +128,14 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 /// A `GET` route answering with the document `render` makes, rendered on the first request and
-/// kept in `cache`: building it at start would cost every instance start time and memory
-/// (the builder's allocations) for a document most never serve.
+/// kept: building it at start would cost every instance start time and memory (the builder's
+/// allocations) for a document most never serve.
 pub fn route<S: Clone + Send + Sync + 'static>(
-    cache: &'static OnceLock<Bytes>,
-    render: fn() -> Bytes,
+    render: impl Fn() -> Bytes + Clone + Send + Sync + 'static,
 ) -> MethodRouter<S> {
+    let cache = std::sync::Arc::new(OnceLock::<Bytes>::new());
     get(move || {
-        let body = cache.get_or_init(render).clone();
+        let body = cache.get_or_init(&render).clone();
         async move {
             (
                 [(

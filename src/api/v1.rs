@@ -3,18 +3,15 @@
 pub mod openapi;
 pub mod orders;
 
-use std::sync::OnceLock;
-
 use axum::Router;
-use axum::body::Bytes;
 
 use crate::state::AppState;
 
-/// The v1 routes, to be nested under `/api/v1`, with the public OpenAPI document.
-pub fn router() -> Router<AppState> {
-    static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+/// The v1 routes, to be nested under `/api/v1`, with the public OpenAPI document
+/// (describing API-key security only when `secured`, as the API is served).
+pub fn router(secured: bool) -> Router<AppState> {
     orders::router().route(
         crate::api::openapi::DOCUMENT_NAME,
-        crate::api::openapi::route(&DOCUMENT, openapi::document),
+        crate::api::openapi::route(move || openapi::document(secured)),
     )
 }

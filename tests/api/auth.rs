@@ -18,13 +18,13 @@ const ADMIN: &str = "oak_admin-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// A keys file (the shape of the mounted Secret) with the three test keys, and the settings
 /// that turn authentication on with it.
-struct Keys {
+pub struct Keys {
     _dir: tempfile::TempDir,
     path: String,
 }
 
 impl Keys {
-    fn write() -> Self {
+    pub fn write() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         for (id, key, scopes) in [
@@ -48,7 +48,7 @@ impl Keys {
         }
     }
 
-    fn env(&self) -> [(&str, &str); 2] {
+    pub fn env(&self) -> [(&str, &str); 2] {
         [
             ("APP_AUTH__ENABLED", "true"),
             ("APP_AUTH__KEYS_FILE", self.path.as_str()),

@@ -28,8 +28,15 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
     ops
 }
 
-/// Fetches a document without credentials, checks what every document promises, and returns
-/// it.
+/// An instance that asks for API keys, as production runs.
+async fn secured_app() -> (TestApp, crate::auth::Keys) {
+    let keys = crate::auth::Keys::write();
+    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    (app, keys)
+}
+
+/// Fetches a document without credentials, checks what every document of an instance that
+/// asks for API keys promises, and returns it.
 async fn document(app: &TestApp, path: &str) -> Value {
     let res = app.get(path).await;
     assert_eq!(res.status(), 200, "{path}");
@@ -40,6 +47,20 @@ async fn document(app: &TestApp, path: &str) -> Value {
         doc["components"]["securitySchemes"]["bearer"],
         serde_json::json!({"type": "http", "scheme": "bearer"})
     );
+    for (what, _, op) in operations(&doc) {
+        let request_id = op["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "x-request-id"))
+            .unwrap_or_else(|| panic!("{what} documents no x-request-id"));
+        // The server replaces what it does not accept instead of refusing it: no pattern.
+        assert!(request_id["schema"].get("pattern").is_none(), "{what}");
+        assert!(
+            request_id["description"]
+                .as_str()
+                .unwrap()
+                .contains("replaced")
+        );
+    }
     for (method, path, op) in operations(&doc) {
         let what = format!("{method} {path}");
         let responses = op["responses"].as_object().expect("responses");
@@ -113,7 +134,7 @@ fn expected_paths(version: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn v1_document_describes_v1_only() {
-    let app = TestApp::spawn(Backend::sqlite()).await;
+    let (app, _keys) = secured_app().await;
     let doc = document(&app, "/api/v1/openapi.json").await;
     assert_eq!(paths(&doc), expected_paths("v1"));
     for (what, _, op) in operations(&doc) {
@@ -155,7 +176,7 @@ async fn v1_document_describes_v1_only() {
 
 #[tokio::test]
 async fn v2_document_describes_v2_only() {
-    let app = TestApp::spawn(Backend::sqlite()).await;
+    let (app, _keys) = secured_app().await;
     let doc = document(&app, "/api/v2/openapi.json").await;
     assert_eq!(paths(&doc), expected_paths("v2"));
     for (what, _, op) in operations(&doc) {
@@ -243,4 +264,36 @@ async fn documents_are_outside_the_database_breaker() {
         );
     }
     assert_eq!(app.get("/api/v2/openapi.json").await.status(), 200);
+}
+
+/// With authentication off the documents describe the API as it is then served: no security
+/// requirement, no bearer scheme, no 401 or 403.
+#[tokio::test]
+async fn without_authentication_the_documents_ask_for_no_key() {
+    let app = TestApp::spawn(Backend::sqlite()).await;
+    for version in ["v1", "v2"] {
+        let doc: Value = app
+            .get(&format!("/api/{version}/openapi.json"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            doc["components"].get("securitySchemes").is_none(),
+            "{version}"
+        );
+        assert!(doc.get("security").is_none(), "{version}");
+        for (what, _, op) in operations(&doc) {
+            assert!(op.get("security").is_none(), "{what}");
+            for status in ["401", "403"] {
+                assert!(op["responses"].get(status).is_none(), "{what} {status}");
+            }
+        }
+        for status in ["Unauthorized", "Forbidden"] {
+            assert!(
+                doc["components"]["responses"].get(status).is_none(),
+                "{version}"
+            );
+        }
+    }
 }

@@ -166,14 +166,11 @@ pub(super) fn add_request_id_parameter(op: &mut Operation) {
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(
-            "Correlates logs and problems; a value outside the pattern is replaced by a \
-             server-minted id.",
+            "Correlates logs and problems. Any value is accepted: one that is not 1 to 128 \
+             visible ASCII characters is replaced by a server-minted id, and the response's \
+             x-request-id says which id was used.",
         ))
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(REQUEST_ID_PATTERN)),
-        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .build();
     op.parameters.get_or_insert_with(Vec::new).push(parameter);
 }

@@ -138,13 +138,14 @@ pub struct ListQueryV1 {
 )]
 struct V1Doc;
 
-/// The rendered v1 document.
-pub fn document() -> Bytes {
+/// The rendered v1 document; `secured`: whether the API asks for API keys.
+pub fn document(secured: bool) -> Bytes {
     openapi::finish(
         V1Doc::openapi(),
         Version {
             name: "v1",
             deprecated: true,
+            secured,
         },
     )
 }

@@ -109,13 +109,14 @@ pub struct IfNoneMatch {
 )]
 struct V2Doc;
 
-/// The rendered v2 document.
-pub fn document() -> Bytes {
+/// The rendered v2 document; `secured`: whether the API asks for API keys.
+pub fn document(secured: bool) -> Bytes {
     openapi::finish(
         V2Doc::openapi(),
         Version {
             name: "v2",
             deprecated: false,
+            secured,
         },
     )
 }
