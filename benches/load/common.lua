@@ -12,6 +12,16 @@ if key and #key > 0 then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
 
+-- The headers of every request plus `extra`. wrk.format(method, path, headers, body) sends
+-- the table it is given instead of wrk.headers, so a script that formats its own requests
+-- with headers must start from these (or it drops the API key).
+function common.headers(extra)
+  local h = {}
+  for k, v in pairs(wrk.headers) do h[k] = v end
+  for k, v in pairs(extra or {}) do h[k] = v end
+  return h
+end
+
 common.create_body = '{"customer_id":"load-1","currency":"EUR",'
   .. '"items":[{"sku":"BOOK-1","quantity":2,"unit_price":"9.99"},'
   .. '{"sku":"PEN-7","quantity":1,"unit_price":"1.50"}]}'

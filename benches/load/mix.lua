@@ -11,7 +11,7 @@ function init(args)
   common.init()
   ids = common.load_ids()
   create = wrk.format("POST", "/api/v1/orders",
-    { ["Content-Type"] = "application/json" }, common.create_body)
+    common.headers({ ["Content-Type"] = "application/json" }), common.create_body)
 end
 
 function request()

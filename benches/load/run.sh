@@ -50,7 +50,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
-SEED=${SEED:-1000}
+SEED=${SEED:-10000}
 READY_RUNS=${READY_RUNS:-10}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 SCENARIOS=${SCENARIOS:-"get list post mix"}
@@ -222,15 +222,18 @@ seed() { # cfg
         -H 'content-type: application/json' -H "authorization: Bearer $LOAD_KEY" -d "$body" \
         "http://127.0.0.1:$port/api/v1/orders#[1-$SEED]" | grep -c '^201$' || true)
     [[ $created -eq $SEED ]] || { log "seeding $1: $created of $SEED created"; return 1; }
+    # The ids, a cursor page at a time (v1's offset stops at 10000).
     : >"$ids"
-    local offset
-    for ((offset = 0; offset < SEED; offset += 100)); do
-        curl -sf -H "authorization: Bearer $LOAD_KEY" \
-            "http://127.0.0.1:$port/api/v1/orders?limit=100&offset=$offset" |
-            grep -o '"id":"[^"]*"' | cut -d'"' -f4 >>"$ids"
+    local page next="/api/v2/orders?limit=100"
+    while [[ -n $next ]]; do
+        page=$(curl -sf -H "authorization: Bearer $LOAD_KEY" "http://127.0.0.1:$port$next")
+        grep -o '"id":"[^"]*"' <<<"$page" | cut -d'"' -f4 >>"$ids"
+        next=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["links"]["next"] or "")' <<<"$page")
     done
+    [[ $(wc -l <"$ids") -eq $SEED ]] || { log "seeding $1: listed $(wc -l <"$ids") of $SEED ids"; return 1; }
 }
 
+FAILED_RUNS=()
 RESULTS="$OUT/results.tsv"
 printf 'backend\tconfig\tscenario\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_mib\tcpu_s\tcpu_us_per_req\n' >"$RESULTS"
 
@@ -247,6 +250,14 @@ measure() { # backend cfg scenario
     t1=$(cpu_ticks "$pid")
     printf '%s\n' "$out" >"$OUT/wrk-$backend-$cfg-$scenario.txt"
     r=$(grep '^RESULT' <<<"$out")
+    # A run with any non-2xx answer or socket error measured something else than it claims
+    # (401s from a missing key, 429s, 503s): it fails, and so does the script at the end.
+    local bad
+    bad=$(awk -v r="$r" 'BEGIN { n = split(r, kv, /[ =]/); for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
+        print v["non2xx"] + v["socket_errors"] }')
+    if [[ $bad != 0 ]]; then
+        FAILED_RUNS+=("$backend/$cfg/$scenario: $bad non-2xx answers or socket errors")
+    fi
     awk -v r="$r" -v b="$backend" -v c="$cfg" -v s="$scenario" -v hwm="$(status_kib "$pid" VmHWM)" \
         -v cpu="$(((t1 - t0)))" -v tck="$CLK_TCK" 'BEGIN {
             n = split(r, kv, /[ =]/); for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
@@ -358,3 +369,9 @@ if awk -F'\t' 'NR > 1 && $2 ~ /^no_/ { found = 1 } END { exit !found }' "$RESULT
 fi
 echo
 echo "Raw output and service logs: $OUT"
+if [[ ${#FAILED_RUNS[@]} -gt 0 ]]; then
+    echo
+    echo "FAIL: runs with answers that were not 2xx (their figures do not measure what they claim):"
+    printf '  %s\n' "${FAILED_RUNS[@]}"
+    exit 1
+fi
