@@ -33,7 +33,7 @@ case $MODE in
 esac
 # The wrk scripts send no API key.
 env APP_CONFIG_DIR="$ROOT/config" APP_PROFILE=production APP_AUTH__ENABLED=false APP_SERVER__HOST=127.0.0.1 \
-    APP_LOG__FORMAT=json APP_SHUTDOWN__DRAIN_DELAY=0s APP_SERVER__PORT=$PORT \
+    APP_LOG__FORMAT=json APP_SHUTDOWN__DRAIN_DELAY=0s APP_SERVER__PORT="$PORT" \
     APP_SERVER__OPS_PORT=$((PORT + 1)) APP_DATABASE__URL="sqlite://$OUT/orders.db" "${extra[@]}" \
     taskset -c 0 "$OUT/svc-under-load" serve >"$OUT/service.log" 2>&1 &
 PID=$!

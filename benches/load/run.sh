@@ -259,7 +259,7 @@ measure() { # backend cfg scenario
         FAILED_RUNS+=("$backend/$cfg/$scenario: $bad non-2xx answers or socket errors")
     fi
     awk -v r="$r" -v b="$backend" -v c="$cfg" -v s="$scenario" -v hwm="$(status_kib "$pid" VmHWM)" \
-        -v cpu="$(((t1 - t0)))" -v tck="$CLK_TCK" 'BEGIN {
+        -v cpu="$((t1 - t0))" -v tck="$CLK_TCK" 'BEGIN {
             n = split(r, kv, /[ =]/); for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
             cs = cpu / tck
             printf "%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t%.1f\n", b, c, s, v["rps"],
