@@ -132,6 +132,8 @@ pub struct DatabaseSettings {
     pub statement_timeout: Duration,
     /// SQLite's `synchronous` pragma: how durable an acknowledged write is.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// SQLite only: writes waiting for the writer thread before new ones are refused (503).
+    pub write_queue: u32,
 }
 
 /// SQLite's `synchronous` setting (with its WAL journal).
@@ -431,6 +433,12 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
     let migrate_on_start = r.get("database.migrate_on_start");
     let health_timeout = r.positive_duration("database.health_timeout");
     let statement_timeout = r.positive_duration("database.statement_timeout");
+    let write_queue = r.count("database.write_queue");
+    r.check(
+        "database.write_queue",
+        write_queue >= 1,
+        "must be at least 1",
+    );
     let sqlite_synchronous = r.parsed(
         "database.sqlite_synchronous",
         "one of \"off\", \"normal\", \"full\", \"extra\"",
@@ -452,6 +460,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
         health_timeout,
         statement_timeout,
         sqlite_synchronous: sqlite_synchronous.unwrap_or(SqliteSynchronous::Full),
+        write_queue,
     }
 }
 

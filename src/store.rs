@@ -4,6 +4,7 @@
 
 mod postgres;
 pub mod reach;
+mod sql;
 mod sqlite;
 
 use std::future::Future;
@@ -28,12 +29,17 @@ pub const DB_TARGET: &str = "orders_api::db";
 /// A storage failure, classified by what the caller should tell the client.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached or is overloaded: retry later (503).
+    /// The database cannot be reached, is overloaded or failing over: retry later (503). The
+    /// only kind the circuit breaker counts as a failure.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(String),
+    /// The write queue is full: refused at once, retry shortly (503). Not a database failure:
+    /// the database is answering, just not faster.
+    #[error("too many writes queued")]
+    Busy,
     /// Anything else: a bug or a broken invariant (500).
     #[error("database error: {0}")]
-    Internal(#[source] sqlx::Error),
+    Internal(String),
     /// A stored row that does not decode into a valid order.
     #[error("corrupt row for order {id}: {reason}")]
     Corrupt {
@@ -47,10 +53,13 @@ pub enum StoreError {
     Config(String),
     /// Migrations failed.
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     /// A response to store could not be encoded (a bug).
     #[error("cannot encode the stored response: {0}")]
     Encode(String),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -63,10 +72,16 @@ impl From<sqlx::Error> for StoreError {
             _ => false,
         };
         if unavailable {
-            Self::Unavailable(e)
+            Self::Unavailable(e.to_string())
         } else {
-            Self::Internal(e)
+            Self::Internal(e.to_string())
         }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e.to_string())
     }
 }
 
@@ -74,9 +89,27 @@ impl StoreError {
     /// The `kind` label of `db_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::Closed => "unavailable",
+            Self::Busy => "busy",
             Self::Corrupt { .. } => "corrupt",
             Self::Internal(_) | Self::Config(_) | Self::Migrate(_) | Self::Encode(_) => "internal",
+        }
+    }
+
+    /// The same failure again, for each of several callers it befell (one write batch).
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Busy => Self::Busy,
+            Self::Internal(m) => Self::Internal(m.clone()),
+            Self::Corrupt { id, reason } => Self::Corrupt {
+                id: id.clone(),
+                reason: reason.clone(),
+            },
+            Self::Config(m) => Self::Config(m.clone()),
+            Self::Migrate(m) => Self::Migrate(m.clone()),
+            Self::Encode(m) => Self::Encode(m.clone()),
+            Self::Closed => Self::Closed,
         }
     }
 }

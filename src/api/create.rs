@@ -123,10 +123,10 @@ pub async fn create<W: Serialize + 'static>(
     wire: Wire<W>,
 ) -> Result<Response, ApiError> {
     let mut order = Order::create(new, orders::now());
-    let render = move |order: &Order| {
+    let render: Arc<Render> = Arc::new(move |order: &Order| {
         let (body, extra) = wire(order);
         created(format!("{route}/{}", order.id), extra, &body)
-    };
+    });
     let Some((key, scope)) = idem.key else {
         store.insert(&mut order).await?;
         let response = render(&order).map_err(ApiError::Internal)?;
@@ -164,7 +164,7 @@ async fn keyed(
     store: &Store,
     hold: &Hold,
     mut order: Order,
-    render: &Render,
+    render: &Arc<Render>,
 ) -> Result<Response, ApiError> {
     let outcome = match store.reserve(hold).await {
         Ok(outcome) => outcome,

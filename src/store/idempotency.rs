@@ -48,7 +48,7 @@ impl Store {
         &self,
         order: &mut Order,
         hold: &Hold,
-        render: &Render,
+        render: &std::sync::Arc<Render>,
     ) -> Result<Option<StoredResponse>, StoreError> {
         let items = encode_items(&order.items);
         self.observe("insert_order", async {

@@ -7,17 +7,15 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
+use super::sql::{self, Param, Query};
 use super::{OrderRow, StoreError};
 use crate::config::DatabaseSettings;
 use crate::orders::{ListFilter, Order, OrderStatus, Position};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
-
-const COLUMNS: &str = "id, customer_id, currency, items::text AS items, total_minor, status, \
-                       created_at, updated_at, version";
 
 /// Orders in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -78,8 +76,10 @@ impl PgStore {
     }
 
     pub(super) async fn get(&self, id: Uuid) -> Result<Option<OrderRow>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"));
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql::GET_ORDER)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| decode(&r)).transpose()
     }
 
@@ -89,14 +89,10 @@ impl PgStore {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
-        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
-        push_filter(&mut query, filter);
-        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
-        query.push_bind(limit).push(" OFFSET ").push_bind(offset);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM orders WHERE TRUE");
-        push_filter(&mut count, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let page = sql::list(filter, None, limit, Some(offset));
+        let rows = bound(&page).fetch_all(&self.pool).await?;
+        let count = sql::count(filter);
+        let total: i64 = bound(&count).fetch_one(&self.pool).await?.try_get(0)?;
         let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
         Ok((rows, total))
     }
@@ -107,16 +103,8 @@ impl PgStore {
         after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<OrderRow>, StoreError> {
-        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
-        push_filter(&mut query, filter);
-        if let Some(p) = after {
-            query.push(" AND (created_at, id) < (");
-            query.push_bind(p.created_at).push(", ");
-            query.push_bind(p.id).push(")");
-        }
-        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
-        query.push_bind(limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let page = sql::list(filter, after, limit, None);
+        let rows = bound(&page).fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -127,16 +115,13 @@ impl PgStore {
         status: OrderStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE orders SET status = $1, updated_at = $2, version = version + 1 \
-             WHERE id = $3 AND version = $4",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(id)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(sql::UPDATE_STATUS)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -179,23 +164,17 @@ fn insert_query<'q>(
     .bind(o.version)
 }
 
-/// Appends ` AND ...` for each filter that is set: only present conditions reach the planner,
-/// so each listing uses its index.
-fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &ListFilter) {
-    if let Some(status) = filter.status {
-        query.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(customer) = &filter.customer_id {
-        query
-            .push(" AND customer_id = ")
-            .push_bind(customer.as_str().to_string());
-    }
-    if let Some(from) = filter.created_from {
-        query.push(" AND created_at >= ").push_bind(from);
-    }
-    if let Some(to) = filter.created_to {
-        query.push(" AND created_at < ").push_bind(to);
-    }
+/// A built query with its parameters bound as PostgreSQL types.
+fn bound(q: &Query) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    q.params.iter().fold(
+        sqlx::query(sqlx::AssertSqlSafe(q.sql.as_str())),
+        |query, p| match p {
+            Param::Text(s) => query.bind(s.as_str()),
+            Param::Int(n) => query.bind(*n),
+            Param::Time(t) => query.bind(*t),
+            Param::Id(id) => query.bind(*id),
+        },
+    )
 }
 
 fn decode(r: &PgRow) -> Result<OrderRow, StoreError> {

@@ -1,130 +1,264 @@
-//! SQLite backend: WAL, a busy timeout, and timestamps as fixed-width RFC 3339 text.
+//! SQLite backend (rusqlite), built so that a request never waits on another thread:
+//!
+//! - **Reads** that are bounded (one order by id, a keyset page of at most 100 rows, a ping)
+//!   run on the calling worker thread, on a connection taken from a small stack of read
+//!   connections, with cached prepared statements. WAL readers never wait for the writer.
+//! - **Unbounded reads** (a count, an offset scan, the migration check) go to tokio's blocking
+//!   pool, so that they cannot stall a worker.
+//! - **Writes** go to the one writer thread ([`writer`]), which group-commits.
+//!
+//! Timestamps are fixed-width RFC 3339 text (microseconds, `Z`), so text order is time order.
 
 mod idempotency;
+mod migrate;
+mod writer;
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::migrate::Migrator;
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{OrderRow, StoreError};
-use crate::config::{DatabaseSettings, SqliteSynchronous as Synchronous};
+use super::sql::{self, Param, Query};
+use super::{OrderRow, PoolStats, StoreError};
+use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::orders::{ListFilter, Order, OrderStatus, Position};
 
-static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 32;
 
-const COLUMNS: &str =
-    "id, customer_id, currency, items, total_minor, status, created_at, updated_at, version";
+/// How to open connections to the database file.
+#[derive(Debug, Clone)]
+struct Connector {
+    /// The file (or a shared in-memory database's URI).
+    path: String,
+    in_memory: bool,
+    busy_timeout: Duration,
+    synchronous: SqliteSynchronous,
+}
+
+impl Connector {
+    fn from_settings(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
+        let url = cfg.url.expose();
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Config("expected sqlite:PATH or sqlite://PATH".into()))?;
+        let (file, _options) = rest.split_once('?').unwrap_or((rest, ""));
+        let in_memory = file.is_empty() || file == ":memory:";
+        let path = if in_memory {
+            // One in-memory database per store, shared by its connections.
+            format!(
+                "file:orders-{}?mode=memory&cache=shared",
+                Uuid::now_v7().simple()
+            )
+        } else {
+            file.to_string()
+        };
+        Ok(Self {
+            path,
+            in_memory,
+            busy_timeout: cfg.busy_timeout,
+            synchronous: cfg.sqlite_synchronous,
+        })
+    }
+
+    fn open(&self, flags: OpenFlags) -> Result<Connection, StoreError> {
+        let flags = flags | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(from_sqlite)?;
+        conn.busy_timeout(self.busy_timeout).map_err(from_sqlite)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.execute_batch("PRAGMA foreign_keys = ON")
+            .map_err(from_sqlite)?;
+        Ok(conn)
+    }
+
+    /// The write connection: it creates the file (and its directory) and sets the journal.
+    fn open_writer(&self) -> Result<Connection, StoreError> {
+        if !self.in_memory
+            && let Some(dir) = PathBuf::from(&self.path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = self.open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let synchronous = match self.synchronous {
+            SqliteSynchronous::Off => "OFF",
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Extra => "EXTRA",
+        };
+        // WAL: readers never wait for the writer. The WAL file is cut back to 64 MiB after a
+        // checkpoint, so one burst of writes does not keep its disk space for ever.
+        let journal = if self.in_memory { "MEMORY" } else { "WAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = {journal}; PRAGMA synchronous = {synchronous}; \
+             PRAGMA journal_size_limit = 67108864;"
+        ))
+        .map_err(from_sqlite)?;
+        Ok(conn)
+    }
+
+    /// A read connection; it may not write. (An in-memory database, for tests, is one shared
+    /// cache with table locks instead of a WAL: its readers read uncommitted rows rather than
+    /// wait for the writer's lock.)
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let conn = self.open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let uncommitted = if self.in_memory { "ON" } else { "OFF" };
+        conn.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA read_uncommitted = {uncommitted};"
+        ))
+        .map_err(from_sqlite)?;
+        Ok(conn)
+    }
+}
 
 /// Orders in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connector: Connector,
+    /// Idle read connections, most recently used last.
+    readers: Mutex<Vec<Connection>>,
+    /// Read connections kept idle at most (more are closed when given back).
+    max_idle: usize,
+    /// Read connections open now, idle or in use.
+    open: std::sync::atomic::AtomicU32,
+    writer: writer::Writer,
 }
 
 impl SqliteStore {
     pub(super) fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str(cfg.url.expose())
-            .map_err(|e| StoreError::Config(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match cfg.sqlite_synchronous {
-                Synchronous::Off => SqliteSynchronous::Off,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Extra => SqliteSynchronous::Extra,
-            })
-            .busy_timeout(cfg.busy_timeout)
-            .foreign_keys(true);
-        let file = opts.get_filename().to_path_buf();
-        let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
-        if !in_memory
-            && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the database directory");
-        }
-        // An in-memory database lives and dies with its one connection.
-        let (max, min, idle) = if in_memory {
-            (1, 1, None)
-        } else {
-            (
-                cfg.max_connections,
-                cfg.min_connections,
-                Some(std::time::Duration::from_secs(600)),
-            )
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(min)
-            .idle_timeout(idle)
-            .max_lifetime(if in_memory {
-                None
-            } else {
-                Some(std::time::Duration::from_secs(1800))
-            })
-            .acquire_timeout(cfg.acquire_timeout)
-            .connect_lazy_with(opts);
-        Ok(Self { pool })
+        let connector = Connector::from_settings(cfg)?;
+        let writer = writer::Writer::start(connector.clone(), cfg.write_queue as usize)
+            .map_err(|e| StoreError::Config(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connector,
+                readers: Mutex::new(Vec::new()),
+                max_idle: cfg.max_connections as usize,
+                open: std::sync::atomic::AtomicU32::new(0),
+                writer,
+            }),
+        })
     }
 
-    pub(super) fn migrator(&self) -> &'static Migrator {
-        &MIGRATOR
+    /// Runs `f` on a read connection, on this thread: for bounded statements only.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.take_reader()?;
+        let result = f(&conn);
+        self.give_back(conn);
+        result
+    }
+
+    /// Runs `f` on a read connection in the blocking pool: for statements whose cost grows
+    /// with the table.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("a blocking read failed: {e}")))?
+    }
+
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = self.inner.connector.open_reader()?;
+                self.inner
+                    .open
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(conn)
+            }
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.inner.max_idle {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            drop(conn);
+            self.inner
+                .open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn writer(&self) -> &writer::Writer {
+        &self.inner.writer
+    }
+
+    pub(super) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        &migrate::MIGRATOR
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        Ok(MIGRATOR.run(&self.pool).await?)
+        self.inner.writer.alone(|s| migrate::run(s.conn)).await
     }
 
     pub(super) async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        if table.is_none() {
-            return Ok(Vec::new());
-        }
-        Ok(
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        self.read_blocking(migrate::applied).await
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.read(|c| {
+            c.prepare_cached("SELECT 1")
+                .and_then(|mut s| s.query_row([], |_| Ok(())))
+                .map_err(from_sqlite)
+        })
     }
 
     pub(super) async fn insert(&self, o: &mut Order, items: &str) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        place(&mut tx, o).await?;
-        insert_query(o, items).execute(&mut *tx).await?;
-        tx.commit().await?;
+        let (mut placed, items) = (o.clone(), items.to_string());
+        let at = self
+            .inner
+            .writer
+            .write(move |s| {
+                placed.created_at = s.place()?;
+                placed.updated_at = placed.created_at;
+                insert(s.conn, &placed, &items)?;
+                Ok(placed.created_at)
+            })
+            .await?;
+        o.created_at = at;
+        o.updated_at = at;
         Ok(())
     }
 
-    /// A transaction holding SQLite's write lock from its first statement, so that what it
-    /// reads (the newest order's place) cannot change before it commits.
-    pub(super) async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
     pub(super) async fn get(&self, id: Uuid) -> Result<Option<OrderRow>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"));
-        let row = sqlx::query(sql)
-            .bind(id.hyphenated().to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| decode(&r)).transpose()
+        self.read(|c| {
+            c.prepare_cached(sql::GET_ORDER)
+                .and_then(|mut s| {
+                    s.query_row([id.hyphenated().to_string()], decode)
+                        .optional()
+                })
+                .map_err(from_sqlite)?
+                .transpose()
+        })
     }
 
     pub(super) async fn list(
@@ -133,16 +267,20 @@ impl SqliteStore {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
-        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
-        push_filter(&mut query, filter);
-        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
-        query.push_bind(limit).push(" OFFSET ").push_bind(offset);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM orders WHERE TRUE");
-        push_filter(&mut count, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
-        Ok((rows, total))
+        // An offset scan and a count grow with the table: the blocking pool's.
+        let (page, count) = (
+            sql::list(filter, None, limit, Some(offset)),
+            sql::count(filter),
+        );
+        self.read_blocking(move |c| {
+            let rows = rows(c, &page)?;
+            let total = c
+                .prepare_cached(&count.sql)
+                .and_then(|mut s| s.query_row(params(&count), |r| r.get(0)))
+                .map_err(from_sqlite)?;
+            Ok((rows, total))
+        })
+        .await
     }
 
     pub(super) async fn list_after(
@@ -151,17 +289,8 @@ impl SqliteStore {
         after: Option<Position>,
         limit: i64,
     ) -> Result<Vec<OrderRow>, StoreError> {
-        let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM orders WHERE TRUE"));
-        push_filter(&mut query, filter);
-        if let Some(p) = after {
-            query.push(" AND (created_at, id) < (");
-            query.push_bind(timestamp(p.created_at)).push(", ");
-            query.push_bind(p.id.hyphenated().to_string()).push(")");
-        }
-        query.push(" ORDER BY created_at DESC, id DESC LIMIT ");
-        query.push_bind(limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        let page = sql::list(filter, after, limit, None);
+        self.read(|c| rows(c, &page))
     }
 
     pub(super) async fn update_status(
@@ -171,81 +300,104 @@ impl SqliteStore {
         status: OrderStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE orders SET status = ?1, updated_at = ?2, version = version + 1 \
-             WHERE id = ?3 AND version = ?4",
-        )
-        .bind(status.as_str())
-        .bind(timestamp(now))
-        .bind(id.hyphenated().to_string())
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.inner
+            .writer
+            .write(move |s| {
+                let changed = s
+                    .conn
+                    .prepare_cached(sql::UPDATE_STATUS)
+                    .and_then(|mut st| {
+                        st.execute(rusqlite::params![
+                            status.as_str(),
+                            timestamp(now),
+                            id.hyphenated().to_string(),
+                            version
+                        ])
+                    })
+                    .map_err(from_sqlite)?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
-    pub(super) fn pool_stats(&self) -> super::PoolStats {
-        super::PoolStats {
-            open: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
+    pub(super) fn pool_stats(&self) -> PoolStats {
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .map(|r| r.len())
+            .unwrap_or_default();
+        let readers = self.inner.open.load(std::sync::atomic::Ordering::Relaxed);
+        // The writer's connection counts as one in use.
+        PoolStats {
+            open: readers + 1,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max: u32::try_from(self.inner.max_idle).unwrap_or(u32::MAX) + 1,
         }
     }
 
     pub(super) async fn close(&self) {
-        self.pool.close().await;
+        let store = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            store.inner.writer.stop();
+            store
+                .inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        })
+        .await;
     }
 }
 
-/// Gives `o` its place after the newest order, under the write lock of `tx`.
-pub(super) async fn place(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
-    o: &mut Order,
-) -> Result<(), StoreError> {
-    let newest: Option<String> = sqlx::query_scalar("SELECT max(created_at) FROM orders")
-        .fetch_one(&mut **tx)
-        .await?;
-    let newest = newest.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|t| t.to_utc()));
-    let at = super::commit_time(crate::orders::now(), newest);
-    o.created_at = at;
-    o.updated_at = at;
+/// The INSERT of one order, placed.
+fn insert(conn: &Connection, o: &Order, items: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
+         created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .and_then(|mut s| {
+        s.execute(rusqlite::params![
+            o.id.hyphenated().to_string(),
+            o.customer_id.as_str(),
+            o.currency.code(),
+            items,
+            o.total_minor,
+            o.status.as_str(),
+            timestamp(o.created_at),
+            timestamp(o.updated_at),
+            o.version,
+        ])
+    })
+    .map_err(from_sqlite)?;
     Ok(())
 }
 
-/// The INSERT of one order, for the pool or a transaction.
-fn insert_query<'q>(o: &Order, items: &str) -> Query<'q, Sqlite, SqliteArguments> {
-    sqlx::query(
-        "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
-         created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .bind(o.id.hyphenated().to_string())
-    .bind(o.customer_id.as_str().to_string())
-    .bind(o.currency.code())
-    .bind(items.to_string())
-    .bind(o.total_minor)
-    .bind(o.status.as_str())
-    .bind(timestamp(o.created_at))
-    .bind(timestamp(o.updated_at))
-    .bind(o.version)
+/// The rows of a built query.
+fn rows(conn: &Connection, q: &Query) -> Result<Vec<OrderRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&q.sql).map_err(from_sqlite)?;
+    let rows = stmt
+        .query_map(params(q), decode)
+        .map_err(from_sqlite)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(from_sqlite)?;
+    rows.into_iter().collect()
 }
 
-/// Appends ` AND ...` for each filter that is set: only present conditions reach the planner,
-/// so each listing uses its index.
-fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &ListFilter) {
-    if let Some(status) = filter.status {
-        query.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(customer) = &filter.customer_id {
-        query
-            .push(" AND customer_id = ")
-            .push_bind(customer.as_str().to_string());
-    }
-    if let Some(from) = filter.created_from {
-        query.push(" AND created_at >= ").push_bind(timestamp(from));
-    }
-    if let Some(to) = filter.created_to {
-        query.push(" AND created_at < ").push_bind(timestamp(to));
-    }
+/// A built query's parameters as SQLite holds them: times as fixed-width text, ids hyphenated.
+fn params(q: &Query) -> rusqlite::ParamsFromIter<Vec<Value>> {
+    rusqlite::params_from_iter(
+        q.params
+            .iter()
+            .map(|p| match p {
+                Param::Text(s) => Value::Text(s.clone()),
+                Param::Int(n) => Value::Integer(*n),
+                Param::Time(t) => Value::Text(timestamp(*t)),
+                Param::Id(id) => Value::Text(id.hyphenated().to_string()),
+            })
+            .collect(),
+    )
 }
 
 /// Fixed width (microseconds, `Z`) so that text order is time order.
@@ -253,72 +405,66 @@ pub(super) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn decode(r: &SqliteRow) -> Result<OrderRow, StoreError> {
-    let id: String = r.try_get("id")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
-    let time = |col: &str| -> Result<DateTime<Utc>, StoreError> {
-        let text: String = r.try_get(col)?;
-        DateTime::parse_from_rfc3339(&text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| corrupt(format!("{col}: {e}")))
-    };
-    Ok(OrderRow {
-        id: Uuid::parse_str(&id).map_err(|e| corrupt(format!("id: {e}")))?,
-        customer_id: r.try_get("customer_id")?,
-        currency: r.try_get("currency")?,
-        items: r.try_get("items")?,
-        total_minor: r.try_get("total_minor")?,
-        status: r.try_get("status")?,
-        created_at: time("created_at")?,
-        updated_at: time("updated_at")?,
-        version: r.try_get("version")?,
-    })
+/// A stored timestamp, if it is one.
+fn timestamp_of(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+}
+
+/// A row, as far as SQLite can tell; the caller decodes the domain (a bad value is a corrupt
+/// row, not a failed query).
+fn decode(r: &Row<'_>) -> rusqlite::Result<Result<OrderRow, StoreError>> {
+    let id: String = r.get(0)?;
+    let created_at: String = r.get(6)?;
+    let updated_at: String = r.get(7)?;
+    let fields = (
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(8)?,
+    );
+    Ok((|| {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: id.clone(),
+            reason,
+        };
+        let time = |col: &str, text: &str| {
+            timestamp_of(text).ok_or_else(|| corrupt(format!("{col}: {text:?}")))
+        };
+        let (customer_id, currency, items, total_minor, status, version) = fields;
+        Ok(OrderRow {
+            id: Uuid::parse_str(&id).map_err(|e| corrupt(format!("id: {e}")))?,
+            customer_id,
+            currency,
+            items,
+            total_minor,
+            status,
+            created_at: time("created_at", &created_at)?,
+            updated_at: time("updated_at", &updated_at)?,
+            version,
+        })
+    })())
+}
+
+/// What a SQLite error means for the caller: the database is busy, out of space or cannot be
+/// read (503, a database failure), or a bug of ours (500).
+fn from_sqlite(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::CannotOpen
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::OutOfMemory
+            | C::ReadOnly
+            | C::FileLockingProtocolFailed,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{LoadOptions, Settings};
-
-    fn settings(dir: &std::path::Path, synchronous: Option<&str>) -> DatabaseSettings {
-        let mut env = vec![
-            ("APP_CONFIG_DIR".to_string(), "/nonexistent".to_string()),
-            ("APP_AUTH__ENABLED".to_string(), "false".to_string()),
-            (
-                "APP_DATABASE__URL".to_string(),
-                format!("sqlite://{}", dir.join("o.db").display()),
-            ),
-        ];
-        if let Some(value) = synchronous {
-            env.push(("APP_DATABASE__SQLITE_SYNCHRONOUS".into(), value.into()));
-        }
-        Settings::load(&LoadOptions {
-            config_file: None,
-            env,
-        })
-        .unwrap()
-        .database
-    }
-
-    async fn pragma(store: &SqliteStore) -> i64 {
-        sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn commits_are_fsynced_unless_configured_otherwise() {
-        let dir = tempfile::tempdir().unwrap();
-        // 2 is FULL, 1 NORMAL (sqlite.org/pragma.html#pragma_synchronous).
-        let store = SqliteStore::open(&settings(dir.path(), None)).unwrap();
-        assert_eq!(pragma(&store).await, 2);
-        store.close().await;
-        let store = SqliteStore::open(&settings(dir.path(), Some("normal"))).unwrap();
-        assert_eq!(pragma(&store).await, 1);
-        store.close().await;
-    }
-}
+mod tests;

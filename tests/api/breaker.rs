@@ -44,14 +44,9 @@ async fn calls(app: &TestApp, outcome: &str) -> f64 {
 }
 
 /// Holds SQLite's write lock, so that writes fail with SQLITE_BUSY after the busy timeout.
-async fn lock_writes(app: &TestApp) -> sqlx::SqliteConnection {
-    let mut conn = sqlx::SqliteConnection::connect(&app.backend.url())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+async fn lock_writes(app: &TestApp) -> rusqlite::Connection {
+    let conn = crate::helpers::sqlite(&app.backend.url());
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     conn
 }
 
@@ -87,7 +82,7 @@ async fn refused_before_the_store(app: &TestApp) {
 async fn answers_that_never_reach_the_store_do_not_dilute_the_failure_rate() {
     let app = TestApp::spawn_with(Backend::sqlite(), &SMALL).await;
     let ignored_before = calls(&app, "ignored").await;
-    let mut lock = lock_writes(&app).await;
+    let lock = lock_writes(&app).await;
     for i in 0..5 {
         let res = app
             .post_json("/api/v1/orders", &order_body(&format!("busy-{i}")))
@@ -116,11 +111,8 @@ async fn answers_that_never_reach_the_store_do_not_dilute_the_failure_rate() {
         .unwrap();
     let body = problem(res, 503).await;
     assert_eq!(body["type"], "urn:orders-api:problem:circuit-open");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
+    let keys = crate::helpers::sqlite_count(&lock, "SELECT COUNT(*) FROM idempotency_keys");
     assert_eq!(keys, 0, "no key was reserved while the breaker was open");
 }
 
@@ -132,7 +124,7 @@ async fn refused_requests_do_not_close_a_half_open_breaker() {
         ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "200ms"),
     ]);
     let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
-    let mut lock = lock_writes(&app).await;
+    let lock = lock_writes(&app).await;
     for i in 0..5 {
         let res = app
             .post_json("/api/v1/orders", &order_body(&format!("busy-{i}")))
@@ -156,7 +148,7 @@ async fn refused_requests_do_not_close_a_half_open_breaker() {
         assert_eq!(res.status(), 503);
     }
     assert_eq!(breaker_state(&app).await, "open");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,13 +156,8 @@ async fn a_corrupt_row_is_a_500_but_not_a_database_failure() {
     let app = TestApp::spawn_with(Backend::sqlite(), &SMALL).await;
     let order = app.create_order(&order_body("to-corrupt")).await;
     let id = order["id"].as_str().unwrap().to_string();
-    let mut conn = sqlx::SqliteConnection::connect(&app.backend.url())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE orders SET items = 'not json' WHERE id = ?1")
-        .bind(&id)
-        .execute(&mut conn)
-        .await
+    let conn = crate::helpers::sqlite(&app.backend.url());
+    conn.execute("UPDATE orders SET items = 'not json' WHERE id = ?1", [&id])
         .unwrap();
     let failures_before = calls(&app, "failure").await;
     for _ in 0..10 {

@@ -164,12 +164,13 @@ async fn created_at_order_is_commit_order_under_concurrent_creates(backend: Back
     // Strictly newest first: no two orders share a place.
     assert!(created.windows(2).all(|w| w[0] > w[1]), "{created:?}");
     if let Backend::Sqlite(_) = app.backend {
-        let mut c = sqlx::SqliteConnection::connect(&app.backend.url())
-            .await
-            .unwrap();
-        let by_rowid: Vec<String> = sqlx::query_scalar("SELECT id FROM orders ORDER BY rowid DESC")
-            .fetch_all(&mut c)
-            .await
+        let c = crate::helpers::sqlite(&app.backend.url());
+        let by_rowid: Vec<String> = c
+            .prepare("SELECT id FROM orders ORDER BY rowid DESC")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(by_rowid, listed, "listing order is not commit order");
     }

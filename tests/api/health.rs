@@ -179,15 +179,9 @@ async fn reconnects_and_migrates_once_the_database_is_reachable() {
 /// migration is let through, the same request succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_requests_before_the_schema_is_current_get_503_not_ready() {
-    use sqlx::Connection;
     let backend = Backend::sqlite();
-    let mut lock = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", backend.url()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let lock = crate::helpers::sqlite(&backend.url());
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let app = TestApp::start(
         backend,
         &[
@@ -203,7 +197,7 @@ async fn api_requests_before_the_schema_is_current_get_503_not_ready() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     assert_eq!(app.get("/api/v2/openapi.json").await.status(), 200);
 
-    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.execute_batch("COMMIT").unwrap();
     app.wait_ready().await;
     assert_eq!(
         app.post_json("/api/v1/orders", &order_body("on-time"))

@@ -380,3 +380,22 @@ pub async fn problem(res: reqwest::Response, status: u16) -> Value {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A connection of the test's own to a SQLite database by URL (`sqlite://PATH`), to hold its
+/// locks or look at its rows from outside the service. It creates the file if need be.
+pub fn sqlite(url: &str) -> rusqlite::Connection {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .expect("busy timeout");
+    conn
+}
+
+/// The one integer `sql` selects.
+pub fn sqlite_count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

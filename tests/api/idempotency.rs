@@ -29,7 +29,7 @@ both_backends!(
 
 /// A connection of our own to the app's database, to break or block it.
 enum Raw {
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgConnection),
 }
 
@@ -38,17 +38,20 @@ impl Raw {
         use sqlx::Connection;
         let url = app.backend.url();
         match app.backend {
-            Backend::Sqlite(_) => Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap()),
+            Backend::Sqlite(_) => Raw::Sqlite(crate::helpers::sqlite(&url)),
             Backend::Postgres(_) => Raw::Postgres(sqlx::PgConnection::connect(&url).await.unwrap()),
         }
     }
 
     /// Runs the statement for this backend.
     async fn run(&mut self, sqlite: &str, postgres: &str) {
-        let sql = |s: &str| sqlx::raw_sql(sqlx::AssertSqlSafe(s.to_string()));
         match self {
-            Raw::Sqlite(c) => sql(sqlite).execute(c).await.map(drop),
-            Raw::Postgres(c) => sql(postgres).execute(c).await.map(drop),
+            Raw::Sqlite(c) => c.execute_batch(sqlite).map_err(|e| e.to_string()),
+            Raw::Postgres(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_string()))
+                .execute(c)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
         .unwrap_or_else(|e| panic!("test SQL failed: {e}"));
     }
@@ -198,13 +201,14 @@ async fn a_held_key_conflicts_until_released_or_lapsed(backend: Backend) {
         },
         Utc::now(),
     );
-    let render = |_: &orders_api::orders::Order| {
-        Ok(StoredResponse {
-            status: 201,
-            headers: vec![],
-            body: b"{}".to_vec(),
-        })
-    };
+    let render: std::sync::Arc<orders_api::idempotency::Render> =
+        std::sync::Arc::new(|_: &orders_api::orders::Order| {
+            Ok(StoredResponse {
+                status: 201,
+                headers: vec![],
+                body: b"{}".to_vec(),
+            })
+        });
     assert!(
         other
             .insert_completing(&mut order, &dead, &render)

@@ -200,7 +200,6 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
 /// and its key completed instead of a hold left to lapse.
 #[test]
 fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
-    use sqlx::Connection;
     let (cmd, dir) = crate::binary::command(&[
         ("APP_AUTH__ENABLED", "false"),
         ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
@@ -211,18 +210,8 @@ fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
     let url = format!("sqlite://{}", dir.path().join("o.db").display());
     let mut app = crate::binary::spawn(cmd, dir);
     eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut lock = rt.block_on(async {
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
-    });
+    let lock = crate::helpers::sqlite(&url);
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let body = r#"{"customer_id":"outlives","items":[{"sku":"A","quantity":1,"unit_price":{"amount_minor":100,"currency":"EUR"}}]}"#;
     let res = http(
         app.api,
@@ -242,23 +231,19 @@ fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
             .as_str()
             .is_some_and(|m| m.starts_with("waiting for background creates"))
     });
-    rt.block_on(sqlx::query("ROLLBACK").execute(&mut lock))
-        .unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(app.child.wait().unwrap().code(), Some(0));
 
-    let (orders, status): (i64, Option<i64>) = rt.block_on(async {
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        let orders =
-            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE customer_id = 'outlives'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        let status =
-            sqlx::query_scalar("SELECT status FROM idempotency_keys WHERE key = 'outlives-1'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        (orders, status)
-    });
+    let orders = crate::helpers::sqlite_count(
+        &lock,
+        "SELECT COUNT(*) FROM orders WHERE customer_id = 'outlives'",
+    );
+    let status: Option<i64> = lock
+        .query_row(
+            "SELECT status FROM idempotency_keys WHERE key = 'outlives-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!((orders, status), (1, Some(201)));
 }

@@ -7,7 +7,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Connection;
 
 use crate::faults::{FaultProxy, until};
 use crate::helpers::{Backend, TestApp, authority, metric, order_body, problem, via};
@@ -178,13 +177,9 @@ async fn shadow_mode_counts_refusals_but_serves() {
 }
 
 /// Holds SQLite's write lock from outside the service, so its writes wait (in flight).
-async fn lock_writes(app: &TestApp) -> sqlx::SqliteConnection {
-    let url = app.backend.url();
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+async fn lock_writes(app: &TestApp) -> rusqlite::Connection {
+    let conn = crate::helpers::sqlite(&app.backend.url());
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     conn
 }
 
@@ -200,7 +195,7 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
         ],
     )
     .await;
-    let mut lock = lock_writes(&app).await;
+    let lock = lock_writes(&app).await;
     let hold = || {
         let (client, url) = (app.client.clone(), app.url("/api/v1/orders"));
         tokio::spawn(async move {
@@ -232,7 +227,7 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
     assert_eq!(body["type"], "urn:orders-api:problem:overloaded");
     // Probes still answer.
     assert_eq!(app.get("/healthz").await.status(), 200);
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(slow.await.unwrap(), 201, "the admitted write completes");
     let text = app.metrics().await;
     assert!(metric(&text, "http_requests_shed_total", "") >= 1.0);
@@ -248,11 +243,11 @@ async fn requests_over_the_timeout_get_504() {
         ],
     )
     .await;
-    let mut lock = lock_writes(&app).await;
+    let lock = lock_writes(&app).await;
     let res = app.post_json("/api/v1/orders", &order_body("late")).await;
     let body = problem(res, 504).await;
     assert_eq!(body["title"], "Gateway Timeout");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(
         app.post_json("/api/v1/orders", &order_body("ok"))
             .await
@@ -436,7 +431,7 @@ async fn abandoned_requests_do_not_open_the_breaker() {
         ],
     )
     .await;
-    let mut lock = lock_writes(&app).await;
+    let lock = lock_writes(&app).await;
     for i in 0..10 {
         let gave_up = app
             .client
@@ -450,7 +445,7 @@ async fn abandoned_requests_do_not_open_the_breaker() {
             "the write should still be waiting on the lock"
         );
     }
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
     let ready: Value = app
         .client
         .get(app.ops_url("/readyz"))
@@ -470,10 +465,9 @@ async fn abandoned_requests_do_not_open_the_breaker() {
     // The abandoned requests were cancelled, not left to finish (which would have counted as
     // successes and hidden a breaker that counted them as failures): none of them stored its
     // order once the lock was gone.
-    let stored: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE customer_id LIKE 'impatient-%'")
-            .fetch_one(&mut lock)
-            .await
-            .unwrap();
+    let stored = crate::helpers::sqlite_count(
+        &lock,
+        "SELECT COUNT(*) FROM orders WHERE customer_id LIKE 'impatient-%'",
+    );
     assert_eq!(stored, 0, "abandoned requests ran to completion");
 }

@@ -1,36 +1,39 @@
-//! Idempotency records in SQLite (timestamps as fixed-width text, like the orders).
+//! Idempotency records in SQLite: reads on the calling thread, writes through the writer, so
+//! that a keyed create's order and the completion of its key commit together.
 
-use sqlx::Row;
+use std::sync::Arc;
 
-use super::{SqliteStore, insert_query, place, timestamp};
+use rusqlite::OptionalExtension;
+
+use super::{SqliteStore, from_sqlite, insert, timestamp};
 use crate::idempotency::{Hold, Render, StoredResponse};
 use crate::orders::Order;
-use crate::store::StoreError;
 use crate::store::idempotency::{ExistingRecord, encode_headers};
+use crate::store::{StoreError, sql};
 
 impl SqliteStore {
-    /// Inserts the hold, or takes over a completed record that expired or a hold whose request
-    /// ran out of time (a hold never expires by the TTL: its request may still be running);
-    /// `false` when the key is held or completed.
+    /// Takes the key for `hold` (see [`sql::TAKE_KEY`]); `false` when it is held or completed.
     pub(in crate::store) async fn take(&self, hold: &Hold) -> Result<bool, StoreError> {
-        let taken = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers, body, \
-             locked_until, created_at, expires_at) VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4, ?5, ?6) \
-             ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             status = NULL, headers = NULL, body = NULL, locked_until = excluded.locked_until, \
-             created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE (idempotency_keys.status IS NOT NULL AND idempotency_keys.expires_at <= ?5) \
-             OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= ?5)",
-        )
-        .bind(&hold.scope)
-        .bind(hold.key.as_str())
-        .bind(&hold.fingerprint)
-        .bind(timestamp(hold.locked_until))
-        .bind(timestamp(hold.created_at))
-        .bind(timestamp(hold.expires_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(taken.rows_affected() == 1)
+        let hold = hold.clone();
+        self.writer()
+            .write(move |s| {
+                let taken = s
+                    .conn
+                    .prepare_cached(sql::TAKE_KEY)
+                    .and_then(|mut st| {
+                        st.execute(rusqlite::params![
+                            hold.scope,
+                            hold.key.as_str(),
+                            hold.fingerprint,
+                            timestamp(hold.locked_until),
+                            timestamp(hold.created_at),
+                            timestamp(hold.expires_at),
+                        ])
+                    })
+                    .map_err(from_sqlite)?;
+                Ok(taken == 1)
+            })
+            .await
     }
 
     /// The record of the hold's scope and key, if there is one.
@@ -38,21 +41,21 @@ impl SqliteStore {
         &self,
         hold: &Hold,
     ) -> Result<Option<ExistingRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fingerprint, status, headers, body FROM idempotency_keys \
-             WHERE scope = ?1 AND key = ?2",
-        )
-        .bind(&hold.scope)
-        .bind(hold.key.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(ExistingRecord {
-            fingerprint: r.try_get("fingerprint")?,
-            status: r.try_get("status")?,
-            headers: r.try_get("headers")?,
-            body: r.try_get("body")?,
-        }))
+        self.read(|c| {
+            c.prepare_cached(sql::EXISTING_KEY)
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![hold.scope, hold.key.as_str()], |r| {
+                        Ok(ExistingRecord {
+                            fingerprint: r.get(0)?,
+                            status: r.get(1)?,
+                            headers: r.get(2)?,
+                            body: r.get(3)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(from_sqlite)
+        })
     }
 
     pub(in crate::store) async fn insert_completing(
@@ -60,43 +63,66 @@ impl SqliteStore {
         order: &mut Order,
         items: &str,
         hold: &Hold,
-        render: &Render,
+        render: &Arc<Render>,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        let mut tx = self.write().await?;
-        place(&mut tx, order).await?;
-        insert_query(order, items).execute(&mut *tx).await?;
-        let response = render(order).map_err(StoreError::Encode)?;
-        let done = sqlx::query(
-            "UPDATE idempotency_keys SET status = ?1, headers = ?2, body = ?3 \
-             WHERE scope = ?4 AND key = ?5 AND created_at = ?6 AND status IS NULL",
-        )
-        .bind(i64::from(response.status))
-        .bind(encode_headers(&response.headers))
-        .bind(response.body.as_slice())
-        .bind(&hold.scope)
-        .bind(hold.key.as_str())
-        .bind(timestamp(hold.created_at))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(response))
+        let (mut placed, items, hold, render) = (
+            order.clone(),
+            items.to_string(),
+            hold.clone(),
+            render.clone(),
+        );
+        let done = self
+            .writer()
+            .write(move |s| {
+                placed.created_at = s.place()?;
+                placed.updated_at = placed.created_at;
+                let response = render(&placed).map_err(StoreError::Encode)?;
+                let completed = s
+                    .conn
+                    .prepare_cached(sql::COMPLETE_KEY)
+                    .and_then(|mut st| {
+                        st.execute(rusqlite::params![
+                            i64::from(response.status),
+                            encode_headers(&response.headers),
+                            response.body,
+                            hold.scope,
+                            hold.key.as_str(),
+                            timestamp(hold.created_at),
+                        ])
+                    })
+                    .map_err(from_sqlite)?;
+                // The hold was lost meanwhile: store nothing (the savepoint is empty).
+                if completed != 1 {
+                    return Ok(None);
+                }
+                insert(s.conn, &placed, &items)?;
+                Ok(Some((placed.created_at, response)))
+            })
+            .await?;
+        Ok(done.map(|(at, response)| {
+            order.created_at = at;
+            order.updated_at = at;
+            response
+        }))
     }
 
     pub(in crate::store) async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE scope = ?1 AND key = ?2 AND created_at = ?3 AND status IS NULL",
-        )
-        .bind(&hold.scope)
-        .bind(hold.key.as_str())
-        .bind(timestamp(hold.created_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let hold = hold.clone();
+        self.writer()
+            .write(move |s| {
+                s.conn
+                    .prepare_cached(sql::RELEASE_KEY)
+                    .and_then(|mut st| {
+                        st.execute(rusqlite::params![
+                            hold.scope,
+                            hold.key.as_str(),
+                            timestamp(hold.created_at),
+                        ])
+                    })
+                    .map_err(from_sqlite)?;
+                Ok(())
+            })
+            .await
     }
 
     pub(in crate::store) async fn purge_idempotency(
@@ -104,16 +130,15 @@ impl SqliteStore {
         now: chrono::DateTime<chrono::Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE rowid IN \
-             (SELECT rowid FROM idempotency_keys \
-             WHERE (status IS NOT NULL AND expires_at <= ?1) \
-             OR (status IS NULL AND locked_until <= ?1) LIMIT ?2)",
-        )
-        .bind(timestamp(now))
-        .bind(batch)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.writer()
+            .write(move |s| {
+                let purged = s
+                    .conn
+                    .prepare_cached(&sql::purge_keys("rowid"))
+                    .and_then(|mut st| st.execute(rusqlite::params![timestamp(now), batch]))
+                    .map_err(from_sqlite)?;
+                Ok(u64::try_from(purged).unwrap_or_default())
+            })
+            .await
     }
 }
