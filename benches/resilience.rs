@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the resilience primitives: the limiter's check, and the circuit breaker
-//! around a trivial service (with the bare service as the baseline).
+//! Micro-benchmarks of the resilience primitives: the limiter's check, and the guard layer with
+//! the circuit breaker around a trivial service (with the bare service as the baseline).
 //!
 //! `cargo bench --bench resilience`
 
@@ -49,10 +49,22 @@ fn breaker(c: &mut Criterion) {
     });
 
     let bare: Router = Router::new().route("/api/v1/x", get(|| async { "ok" }));
-    let guarded: Router = bare.clone().layer(axum::middleware::from_fn_with_state(
-        Arc::clone(&breaker),
-        orders_api::middleware::circuit_breaker::layer,
+    // The guard layer with the breaker as its only optional guard (no rate limit), as the API
+    // routes have it: the in-flight slot, the store-ready check and the timeout come along.
+    let health = Arc::new(orders_api::state::Health::new(
+        std::time::Duration::from_secs(1),
     ));
+    health.set_schema(Ok(()));
+    let guards = orders_api::middleware::guard::Guards {
+        rate_limit: None,
+        breaker: Some(Arc::clone(&breaker)),
+        in_flight: orders_api::resilience::in_flight::Slots::new(1024),
+        timeout: std::time::Duration::from_secs(10),
+        health,
+    };
+    let guarded: Router = bare
+        .clone()
+        .layer(orders_api::middleware::guard::Guard(Arc::new(guards)));
     let request = || {
         Request::get("/api/v1/x")
             .body(Body::empty())
@@ -66,7 +78,7 @@ fn breaker(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("behind the breaker", |b| {
+    group.bench_function("behind the guards, breaker on", |b| {
         b.to_async(&rt).iter_batched(
             request,
             |req| guarded.clone().oneshot(req),

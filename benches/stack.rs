@@ -16,6 +16,9 @@
 //! filter) is installed first, writing to `std::io::sink()`, so the access log pays for
 //! formatting but not for a terminal.
 //!
+//! Each `stack/*` variant also reports its heap allocations per request, counted by a global
+//! allocator that wraps the system's (printed before criterion's timings).
+//!
 //! `cargo bench --bench stack`
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,13 +32,64 @@ use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode};
 use orders_api::config::{LoadOptions, Settings};
-use orders_api::middleware::{self, Guards, Optional};
+use orders_api::middleware::Stack;
 use orders_api::state::{AppState, Health};
 use orders_api::store::Store;
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// The system allocator, counting allocations (reallocations count too: each may move).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+// GlobalAlloc contract; the counter is a relaxed atomic that touches no allocated memory.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap allocations per request of `app` for requests made by `req`, over 1,000 requests on
+/// the current-thread runtime `rt` (nothing else allocates meanwhile).
+fn allocations_per_request(
+    rt: &tokio::runtime::Runtime,
+    app: &Router,
+    req: impl Fn() -> Request<Body>,
+) -> f64 {
+    const N: u64 = 1_000;
+    rt.block_on(async {
+        // Warm: first requests fill caches and register metric series.
+        for _ in 0..100 {
+            call(app, req()).await;
+        }
+        let before = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..N {
+            call(app, req()).await;
+        }
+        let after = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        (after - before) as f64 / N as f64
+    })
+}
 
 /// The JSON subscriber of the service, writing to a sink. Installed once per process.
 fn install_subscriber() {
@@ -85,34 +139,36 @@ struct Variants {
     full: Router,
 }
 
-/// Wraps `routes` as `Server::run` does for the API listener, once with every optional layer
-/// and once with them switched off.
-fn variants(routes: Router, settings: &Settings, health: &Arc<Health>) -> Variants {
-    let full_guards = Guards::new(settings);
+/// The stacks `Server::run` builds: with every optional layer, and with them switched off.
+fn stacks(settings: &Settings, health: &Arc<Health>) -> (Stack, Stack) {
     let mut off = settings.clone();
     off.rate_limit.enabled = false;
     off.circuit_breaker.enabled = false;
     off.log.access = false;
     off.telemetry.http_metrics = false;
-    let off_guards = Guards::new(&off);
+    (
+        Stack::new(settings, Arc::clone(health)),
+        Stack::new(&off, Arc::clone(health)),
+    )
+}
+
+/// `routes` (the API's order routes, or a trivial one) bare and in both stacks, as the API
+/// listener serves them.
+fn variants(routes: Router<AppState>, state: &AppState, settings: &Settings) -> Variants {
+    let (full, off) = stacks(settings, &state.health);
+    let wrap = |stack: &Stack| {
+        stack.api(
+            Router::new()
+                .nest("/api/v1", stack.guarded(routes.clone()))
+                .with_state(state.clone()),
+        )
+    };
     Variants {
-        bare: routes.clone(),
-        layers_off: middleware::api(
-            routes.clone(),
-            &off.server,
-            &off.api,
-            &off_guards,
-            Optional::from_settings(&off),
-            Arc::clone(health),
-        ),
-        full: middleware::api(
-            routes,
-            &settings.server,
-            &settings.api,
-            &full_guards,
-            Optional::from_settings(settings),
-            Arc::clone(health),
-        ),
+        bare: Router::new()
+            .nest("/api/v1", routes.clone())
+            .with_state(state.clone()),
+        layers_off: wrap(&off),
+        full: wrap(&full),
     }
 }
 
@@ -161,9 +217,10 @@ fn stack(c: &mut Criterion) {
     let (state, id) = rt.block_on(async {
         let store = Store::open(&settings.database).expect("store");
         store.migrate().await.expect("migrate");
-        let state = AppState::new(store, &settings, metrics.clone(), None);
-        state.health.set_schema(Ok(()));
-        let app = orders_api::router::api(state.clone(), false);
+        let health = Arc::new(Health::new(settings.database.health_timeout));
+        health.set_schema(Ok(()));
+        let state = AppState::new(store, &settings, metrics.clone(), health, None);
+        let app = variants(orders_api::api::v1::routes(), &state, &settings).bare;
         let mut req = Request::post("/api/v1/orders")
             .header("content-type", "application/json")
             .body(Body::from(
@@ -181,11 +238,7 @@ fn stack(c: &mut Criterion) {
         (state, location)
     });
 
-    let orders = variants(
-        orders_api::router::api(state.clone(), false),
-        &settings,
-        &state.health,
-    );
+    let orders = variants(orders_api::api::v1::routes(), &state, &settings);
     let mut group = c.benchmark_group("stack/get_order");
     for (name, app) in [
         ("bare", &orders.bare),
@@ -195,17 +248,16 @@ fn stack(c: &mut Criterion) {
         rt.block_on(async {
             assert_eq!(call(app, get_request(&id)).await, StatusCode::OK, "{name}");
         });
+        let allocations = allocations_per_request(&rt, app, || get_request(&id));
+        println!("stack/get_order/{name}: {allocations:.1} allocations per request");
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| call(app, get_request(&id)))
         });
     }
     group.finish();
 
-    let health = Arc::clone(&state.health);
-    let trivial_routes: Router = Router::new()
-        .route("/api/v1/ping", get(|| async { "ok" }))
-        .with_state(state);
-    let trivial = variants(trivial_routes, &settings, &health);
+    let trivial_routes: Router<AppState> = Router::new().route("/ping", get(|| async { "ok" }));
+    let trivial = variants(trivial_routes, &state, &settings);
     let mut group = c.benchmark_group("stack/trivial");
     for (name, app) in [
         ("bare", &trivial.bare),
@@ -219,6 +271,8 @@ fn stack(c: &mut Criterion) {
                 "{name}"
             );
         });
+        let allocations = allocations_per_request(&rt, app, || get_request("/api/v1/ping"));
+        println!("stack/trivial/{name}: {allocations:.1} allocations per request");
         group.bench_function(name, |b| {
             b.to_async(&rt)
                 .iter(|| call(app, get_request("/api/v1/ping")))

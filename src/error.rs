@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::middleware::{request_id, trace};
+use crate::context::RequestContext;
 use crate::store::StoreError;
 
 /// The media type of every error body.
@@ -297,8 +297,8 @@ impl IntoResponse for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: self.detail(),
-            request_id: request_id::current(),
-            trace_id: trace::current_trace_id(),
+            request_id: RequestContext::request_id(),
+            trace_id: RequestContext::trace_id(),
             errors,
             omitted_errors,
             current_status,

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{DatabaseSettings, ServerSettings, Settings, ShutdownSettings};
-use crate::middleware::Guards;
+use crate::middleware::Stack;
+use crate::router;
 use crate::state::{AppState, Health};
 use crate::store::Store;
-use crate::{middleware, router};
 
 mod connection;
 
@@ -31,7 +31,7 @@ pub struct Server {
     ops: TcpListener,
     state: AppState,
     settings: Settings,
-    guards: Guards,
+    stack: Stack,
 }
 
 impl Server {
@@ -41,14 +41,21 @@ impl Server {
         let api = TcpListener::bind((host, settings.server.port)).await?;
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
         let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
-        let guards = Guards::new(&settings);
-        let state = AppState::new(store, &settings, metrics, guards.breaker.clone());
+        let health = Arc::new(Health::new(settings.database.health_timeout));
+        let stack = Stack::new(&settings, health.clone());
+        let state = AppState::new(
+            store,
+            &settings,
+            metrics,
+            health,
+            stack.guards.breaker.clone(),
+        );
         Ok(Self {
             api,
             ops,
             state,
             settings,
-            guards,
+            stack,
         })
     }
 
@@ -69,7 +76,7 @@ impl Server {
             ops,
             state,
             settings,
-            guards,
+            stack,
         } = self;
         tracing::info!(
             api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -79,7 +86,7 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
-        match &guards.auth {
+        match &stack.keys {
             Some(keys) => tracing::info!(
                 keys = %keys.ids().collect::<Vec<_>>().join(","),
                 "API key authentication on"
@@ -98,26 +105,20 @@ impl Server {
             state.store.clone(),
             settings.idempotency.purge_interval,
         ));
-        let eviction = guards.rate_limit.clone().map(|rl| {
-            let every = settings.rate_limit.eviction_interval;
+        let eviction = stack.guards.rate_limit.is_some().then(|| {
+            let (guards, every) = (stack.guards.clone(), settings.rate_limit.eviction_interval);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    rl.evict();
+                    if let Some(rl) = &guards.rate_limit {
+                        rl.evict();
+                    }
                 }
             })
         });
-        let optional = middleware::Optional::from_settings(&settings);
-        let api_app = middleware::api(
-            router::api(state.clone(), settings.auth.enabled),
-            &settings.server,
-            &settings.api,
-            &guards,
-            optional,
-            state.health.clone(),
-        );
-        let ops_app = middleware::ops(router::ops(state.clone()), state.health.clone());
+        let api_app = router::api(state.clone(), &stack, settings.auth.enabled);
+        let ops_app = router::ops(state.clone(), &stack);
         let stop = CancellationToken::new();
         let api_task = serve(
             api,

@@ -33,16 +33,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for `settings`, with a store, the metrics handle and the guards' breaker.
+    /// The state for `settings`, with a store, the metrics handle, the readiness inputs the
+    /// layers share, and the guards' breaker.
     pub fn new(
         store: Store,
         settings: &Settings,
         metrics: PrometheusHandle,
+        health: Arc<Health>,
         breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
     ) -> Self {
         Self {
             store,
-            health: Arc::new(Health::new(settings.database.health_timeout)),
+            health,
             metrics,
             breaker,
             clients: Arc::new(ClientIp::new(

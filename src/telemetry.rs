@@ -20,7 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
 
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
-use crate::middleware::request_id::OPS_TARGET;
+use crate::context::OPS_TARGET;
 
 /// Owns the trace pipeline; [`Telemetry::shutdown`] flushes it.
 #[derive(Debug, Default)]

@@ -1,39 +1,39 @@
-//! API keys in two layers. `identify` (outer, never refuses) puts the caller's [`Principal`]
-//! and [`crate::auth::KeyIndex`] into the request when its bearer key matches, so the access
-//! log, the rate limiter and handlers all see who is calling. `authorize` (a `route_layer`, so
-//! unknown paths stay 404) answers 401 or 403 on the `/api` routes.
+//! Authorization of the versioned API routes: a `route_layer` on each version's order routes
+//! (so that an unknown path stays 404 rather than telling strangers to authenticate). The
+//! caller was identified further out ([`super::observe`]); here a request without a valid key
+//! gets 401, one whose key lacks the method's scope 403.
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, Ready, ready};
+use tower::{Layer, Service};
 
-use super::matched;
-use crate::auth::keys::KeyStore;
 use crate::auth::{Presented, Principal, Scope, presented};
 use crate::error::ApiError;
 
-/// Middleware: finds the presented key and records who the caller is.
-pub async fn identify(State(keys): State<Arc<KeyStore>>, mut req: Request, next: Next) -> Response {
-    if let Presented::Token(token) = presented(req.headers())
-        && let Some((index, principal)) = keys.find(token)
-    {
-        let extensions = req.extensions_mut();
-        extensions.insert(index);
-        extensions.insert(principal);
+/// The layer: see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorize;
+
+impl<S> Layer<S> for Authorize {
+    type Service = AuthorizeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthorizeService(inner)
     }
-    next.run(req).await
 }
 
-/// Middleware: refuses API requests without a valid key (401) or without the scope their
-/// method needs (403).
-pub async fn authorize(req: Request, next: Next) -> Response {
-    if !needs_key(matched(&req)) {
-        return next.run(req).await;
-    }
+/// The service of [`Authorize`].
+#[derive(Debug, Clone)]
+pub struct AuthorizeService<S>(S);
+
+/// Why a request may not go on, if it may not.
+fn refusal(req: &Request) -> Option<ApiError> {
     let scope = Scope::for_method(req.method());
-    let refusal = match req.extensions().get::<Principal>() {
+    match req.extensions().get::<Principal>() {
         Some(p) if p.scopes.contains(scope) => None,
         Some(_) => Some(ApiError::InsufficientScope {
             scope: scope.as_str(),
@@ -42,37 +42,25 @@ pub async fn authorize(req: Request, next: Next) -> Response {
             Presented::Nothing => ApiError::Unauthenticated,
             Presented::Malformed | Presented::Token(_) => ApiError::InvalidToken,
         }),
-    };
-    match refusal {
-        Some(e) => e.into_response(),
-        None => next.run(req).await,
     }
 }
 
-/// The versioned API routes need a key; their OpenAPI documents, like the probes, do not
-/// (clients read the document to learn how to authenticate).
-fn needs_key(route: &str) -> bool {
-    super::is_api_route(route)
-}
+impl<S> Service<Request> for AuthorizeService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
 
-#[cfg(test)]
-mod tests {
-    use super::needs_key;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
 
-    #[test]
-    fn only_versioned_api_routes_need_a_key() {
-        for route in ["/api/v1/orders", "/api/v1/orders/{id}", "/api/v2/orders"] {
-            assert!(needs_key(route), "{route}");
-        }
-        for route in [
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/api/v1/openapi.json",
-            "/api/v2/openapi.json",
-            "",
-        ] {
-            assert!(!needs_key(route), "{route}");
+    fn call(&mut self, req: Request) -> Self::Future {
+        match refusal(&req) {
+            Some(e) => Either::Left(ready(Ok(e.into_response()))),
+            None => Either::Right(self.0.call(req)),
         }
     }
 }

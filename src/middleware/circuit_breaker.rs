@@ -11,14 +11,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge};
 
-use super::is_api;
-use crate::error::ApiError;
-use crate::resilience::breaker::{Breaker, Deadline, Observer, Permit, State as BreakerState};
+use crate::resilience::breaker::{Breaker, Observer, Permit, Rejected, State as BreakerState};
 use crate::store::reach::Reach;
 use crate::telemetry::metrics::{BREAKER_CALLS, BREAKER_STATE, BREAKER_TRANSITIONS};
 
@@ -75,25 +70,39 @@ fn count(outcome: &'static str) {
     counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => outcome).increment(1);
 }
 
-/// One admitted request. Dropped unfinished (the request timeout or the client cancelled it),
-/// it counts as a failure only if it was at the database when its time budget ran out.
-struct Call {
+/// One admitted request. Dropped unfinished (its client went away), it counts for nothing.
+#[derive(Debug)]
+pub struct Call {
     permit: Option<Permit>,
-    reach: Arc<Reach>,
 }
 
 impl Call {
-    fn finish(mut self, slow_after: std::time::Duration, started: tokio::time::Instant) {
+    /// A permit for one request, or the open breaker's refusal (counted as `rejected`).
+    pub fn admit(breaker: &Arc<Breaker>) -> Result<Self, Rejected> {
+        match breaker.try_acquire() {
+            Ok(permit) => Ok(Self {
+                permit: Some(permit),
+            }),
+            Err(rejected) => {
+                count("rejected");
+                Err(rejected)
+            }
+        }
+    }
+
+    /// The request is answered: what it did with the database decides.
+    pub fn finish(mut self, reach: &Reach) {
         let Some(permit) = self.permit.take() else {
             return;
         };
-        match self.reach.outcome() {
+        match reach.outcome() {
             None => {
                 count("ignored");
                 permit.abandon();
             }
             Some(failed) => {
-                count(match (failed, started.elapsed() > slow_after) {
+                let slow = permit.elapsed() > permit.slow_call_duration();
+                count(match (failed, slow) {
                     (true, _) => "failure",
                     (false, true) => "slow",
                     (false, false) => "success",
@@ -102,52 +111,29 @@ impl Call {
             }
         }
     }
+
+    /// The request timeout cut the request short: a failure if it was at the database.
+    pub fn timed_out(mut self, reach: &Reach) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        match reach.outcome() {
+            None => {
+                count("ignored");
+                permit.abandon();
+            }
+            Some(_) => {
+                count("failure");
+                permit.record(true);
+            }
+        }
+    }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        match self.reach.outcome() {
-            None => permit.abandon(),
-            // Dropping the permit records a timed-out call as a failure and ignores the rest.
-            Some(_) => {
-                if permit.expired() {
-                    count("failure");
-                }
-                drop(permit);
-            }
+        if let Some(permit) = self.permit.take() {
+            permit.abandon();
         }
     }
-}
-
-/// Middleware: see the module docs.
-pub async fn layer(State(breaker): State<Arc<Breaker>>, req: Request, next: Next) -> Response {
-    if !is_api(&req) {
-        return next.run(req).await;
-    }
-    let deadline = req.extensions().get::<Deadline>().cloned();
-    let permit = match breaker.try_acquire() {
-        Ok(p) => match deadline {
-            Some(d) => p.with_deadline(d),
-            None => p,
-        },
-        Err(rejected) => {
-            count("rejected");
-            return ApiError::CircuitOpen {
-                retry_after: rejected.retry_after,
-            }
-            .into_response();
-        }
-    };
-    let started = tokio::time::Instant::now();
-    let reach = Reach::new();
-    let call = Call {
-        permit: Some(permit),
-        reach: reach.clone(),
-    };
-    let res = Reach::scope(Some(reach), next.run(req)).await;
-    call.finish(breaker.slow_call_duration(), started);
-    res
 }

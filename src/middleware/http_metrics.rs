@@ -1,5 +1,5 @@
-//! RED metrics per matched route. It sits outside the resilience layers so that their 429, 503
-//! and 504 answers are counted too.
+//! RED metrics per matched route, recorded outside the guards so that their 429, 503 and 504
+//! answers are counted too.
 //!
 //! The counter and histogram handles of each (route, method, status) series are registered once
 //! and kept: looking a series up in the recorder means allocating its three label strings and
@@ -7,15 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use super::access_log::UNMATCHED;
-use crate::telemetry::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, method_label};
+use crate::telemetry::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
 
 /// The handles of one series.
 #[derive(Clone)]
@@ -47,7 +42,15 @@ impl HttpMetrics {
         })
     }
 
-    fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+    /// Counts one request in flight until the guard drops (whether the request completes or
+    /// its future is dropped because the client went away).
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.increment(1.0);
+        InFlight(self.clone())
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         let found = self.series.read().ok().and_then(|map| {
             map.get(route)?
                 .iter()
@@ -88,43 +91,11 @@ impl HttpMetrics {
     }
 }
 
-/// Decrements the in-flight gauge even if the request future is dropped (client went away).
-struct InFlight<'a>(&'a Gauge);
+/// One request in flight (see [`HttpMetrics::in_flight`]).
+pub struct InFlight(Arc<HttpMetrics>);
 
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.in_flight.decrement(1.0);
     }
-}
-
-/// Middleware: see the module docs. `None` (`telemetry.http_metrics = false`) passes requests
-/// straight through.
-pub async fn layer(
-    State(metrics): State<Option<Arc<HttpMetrics>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(metrics) = metrics else {
-        return next.run(req).await;
-    };
-    let _in_flight = InFlight::enter(&metrics.in_flight);
-    let start = Instant::now();
-    let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    metrics.record(
-        route,
-        method,
-        res.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    res
 }

@@ -1,19 +1,17 @@
 //! Rate limiting: every API response carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers); a refusal is 429 problem+json naming the violated
-//! policies, with `Retry-After`. In shadow mode refusals are only counted. Probes are exempt.
+//! policies, with `Retry-After`. In shadow mode refusals are only counted.
 //! Requests with a valid API key share that key's buckets from any address; all others are
 //! counted by address, so a client guessing keys spends its own address's budget.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, counter, gauge};
 
-use super::is_probe;
 use crate::auth::KeyIndex;
 use crate::error::ApiError;
 use crate::resilience::client_ip::{ClientIp, ClientKey};
@@ -106,38 +104,52 @@ impl RateLimit {
     }
 }
 
-/// Middleware: see the module docs.
-pub async fn layer(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
-    if is_probe(&req) {
-        return next.run(req).await;
+/// One request's verdict, kept to annotate its response.
+#[derive(Debug)]
+pub struct Checked {
+    decision: Decision,
+    write: bool,
+}
+
+impl RateLimit {
+    /// Takes the request's tokens (all of them, or none); `None` for a request with no client
+    /// (in process).
+    pub fn check(&self, req: &Request) -> Option<Checked> {
+        let client = self.client(req)?;
+        let write = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        let decision = self.limiter.check(client, write);
+        self.count(&decision);
+        Some(Checked { decision, write })
     }
-    let Some(client) = rl.client(&req) else {
-        return next.run(req).await;
-    };
-    let write = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    let decision = rl.limiter.check(client, write);
-    rl.count(&decision);
-    let mut res = if decision.limited() && rl.enforce {
-        ApiError::RateLimited {
-            violated: decision.violated(),
-            retry_after: decision.retry_after(),
+
+    /// The 429 of a refused request, when refusals are enforced.
+    pub fn refusal(&self, checked: &Checked) -> Option<Response> {
+        if !(checked.decision.limited() && self.enforce) {
+            return None;
         }
-        .into_response()
-    } else {
-        next.run(req).await
-    };
-    if decision.policies.is_empty() {
-        return res;
+        let mut res = ApiError::RateLimited {
+            violated: checked.decision.violated(),
+            retry_after: checked.decision.retry_after(),
+        }
+        .into_response();
+        self.annotate(checked, &mut res);
+        Some(res)
     }
-    let headers = res.headers_mut();
-    if let Some(policy) = rl.policy_header(&decision, write) {
-        headers.insert("ratelimit-policy", policy);
+
+    /// Adds `RateLimit-Policy` and `RateLimit` to the response.
+    pub fn annotate(&self, checked: &Checked, res: &mut Response) {
+        if checked.decision.policies.is_empty() {
+            return;
+        }
+        let headers = res.headers_mut();
+        if let Some(policy) = self.policy_header(&checked.decision, checked.write) {
+            headers.insert("ratelimit-policy", policy);
+        }
+        if let Ok(state) = HeaderValue::from_str(&Limiter::state_header(&checked.decision)) {
+            headers.insert("ratelimit", state);
+        }
     }
-    if let Ok(state) = HeaderValue::from_str(&Limiter::state_header(&decision)) {
-        headers.insert("ratelimit", state);
-    }
-    res
 }

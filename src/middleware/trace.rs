@@ -1,38 +1,40 @@
-//! The server span: one per request, named `{METHOD} {route}`, child of the caller's W3C
-//! `traceparent`, with the stable HTTP semantic-convention attributes. Its `trace_id` and
-//! `span_id` are recorded as fields (so they are on every log line of the request), kept for
-//! problem bodies, and returned in a `traceparent` response header. With trace export off the
-//! ids still exist: the caller's trace id, or a fresh one.
+//! The server span of an API request: named `{METHOD} {route}`, child of the caller's W3C
+//! `traceparent`, returned in a `traceparent` response header. Its `trace_id` and `span_id`
+//! are fields of the span, so they are on every log line of the request.
+//!
+//! With trace export on, the span carries the stable HTTP semantic-convention attributes and
+//! OpenTelemetry gives it its ids. With export off nobody reads those attributes, so the span
+//! carries only what log lines need (request id, trace id, span id) and the ids are the
+//! caller's trace id, or a fresh one, and a fresh span id: the cost of a span nobody exports is
+//! kept to what the logs use.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{HOST, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::access_log::UNMATCHED;
-use super::request_id::RequestId;
+use crate::context::{HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
 
-/// The tracing target of server spans (exported when tracing is on).
-pub const TARGET: &str = "orders_api::http";
-
-tokio::task_local! {
-    static TRACE_ID: String;
-}
-
-/// The trace id of the request being served by this task, if any.
-pub fn current_trace_id() -> Option<String> {
-    TRACE_ID.try_with(Clone::clone).ok()
+/// A request's span and the ids it goes by.
+#[derive(Debug)]
+pub struct Trace {
+    /// The server span.
+    pub span: tracing::Span,
+    /// The trace it belongs to.
+    pub trace_id: TraceId,
+    /// Its own id.
+    pub span_id: SpanId,
+    sampled: bool,
+    exported: bool,
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -47,59 +49,85 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// Middleware: see the module docs.
-pub async fn layer(req: Request, next: Next) -> Response {
-    let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
-    let remote = parent.span().span_context().clone();
-    let span = server_span(&req);
-    let (trace_id, span_id, sampled) = match span.set_parent(parent) {
-        Ok(()) => {
-            let cx = span.context();
-            let sc = cx.span().span_context().clone();
-            (sc.trace_id(), sc.span_id(), sc.is_sampled())
-        }
-        // Export is off (or the span is filtered out): keep the caller's trace, or start one.
-        Err(_) => {
-            let ids = RandomIdGenerator::default();
-            let trace_id = if remote.is_valid() {
-                remote.trace_id()
-            } else {
-                ids.new_trace_id()
-            };
-            (trace_id, ids.new_span_id(), remote.is_sampled())
-        }
+/// The caller's span context, if it sent a valid `traceparent`.
+fn remote(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    headers.get("traceparent")?;
+    let cx = TraceContextPropagator::new().extract(&Headers(headers));
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Starts the server span of `req`, matched to `route`. `exported`: whether trace export is on.
+pub fn start(req: &Request, route: &str, request_id: &HeaderValue, exported: bool) -> Trace {
+    let parent = remote(req.headers());
+    let request_id = request_id.to_str().unwrap_or_default();
+    if !exported {
+        let ids = RandomIdGenerator::default();
+        let remote: Option<SpanContext> = parent.map(|cx| cx.span().span_context().clone());
+        let trace_id = remote
+            .as_ref()
+            .map_or_else(|| ids.new_trace_id(), SpanContext::trace_id);
+        let sampled = remote.as_ref().is_some_and(SpanContext::is_sampled);
+        let (trace_id, span_id) = (
+            TraceId(trace_id.to_bytes()),
+            SpanId(ids.new_span_id().to_bytes()),
+        );
+        let span = tracing::info_span!(
+            target: HTTP_TARGET,
+            "request",
+            request_id,
+            trace_id = %trace_id,
+            span_id = %span_id,
+        );
+        return Trace {
+            span,
+            trace_id,
+            span_id,
+            sampled,
+            exported,
+        };
+    }
+    let span = rich_span(req, route, request_id);
+    let mut trace = Trace {
+        trace_id: TraceId([0; 16]),
+        span_id: SpanId([0; 8]),
+        sampled: false,
+        exported,
+        span,
     };
-    let trace_hex = trace_id.to_string();
-    span.record("trace_id", trace_hex.as_str());
-    span.record("span_id", span_id.to_string().as_str());
-
-    let mut res = TRACE_ID
-        .scope(trace_hex, next.run(req).instrument(span.clone()))
-        .await;
-
-    // Typed, straight on the OTel span: fields recorded after the span started would arrive
-    // as strings.
-    let status = res.status();
-    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("error.type", status.as_str());
-        span.set_status(opentelemetry::trace::Status::error(
-            status.as_str().to_owned(),
-        ));
-    }
-    if let Ok(v) = HeaderValue::from_str(&traceparent(trace_id, span_id, sampled)) {
-        res.headers_mut().insert("traceparent", v);
-    }
-    res
+    let cx = parent.unwrap_or_default();
+    let ids = match trace.span.set_parent(cx.clone()) {
+        Ok(()) => {
+            let sc = trace.span.context().span().span_context().clone();
+            Some((sc.trace_id(), sc.span_id(), sc.is_sampled()))
+        }
+        // The span is filtered out: keep the caller's trace, or start one.
+        Err(_) => None,
+    };
+    let (trace_id, span_id, sampled) = ids.unwrap_or_else(|| {
+        let ids = RandomIdGenerator::default();
+        let sc = cx.span().span_context().clone();
+        let trace_id = if sc.is_valid() {
+            sc.trace_id()
+        } else {
+            ids.new_trace_id()
+        };
+        (trace_id, ids.new_span_id(), sc.is_sampled())
+    });
+    trace.trace_id = TraceId(trace_id.to_bytes());
+    trace.span_id = SpanId(span_id.to_bytes());
+    trace.sampled = sampled;
+    trace
+        .span
+        .record("trace_id", tracing::field::display(trace.trace_id));
+    trace
+        .span
+        .record("span_id", tracing::field::display(trace.span_id));
+    trace
 }
 
 /// The span with every request attribute known before the handler runs.
-fn server_span(req: &Request) -> tracing::Span {
+fn rich_span(req: &Request, route: &str, request_id: &str) -> tracing::Span {
     let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str);
     let header = |name| {
         req.headers()
             .get(name)
@@ -112,29 +140,46 @@ fn server_span(req: &Request) -> tracing::Span {
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
-        .unwrap_or_default();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map_or("", |r| r.0.as_str());
+        .map(|ConnectInfo(a)| a.ip());
     tracing::info_span!(
-        target: TARGET,
+        target: HTTP_TARGET,
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        request_id = %request_id,
+        request_id,
         trace_id = Empty,
         span_id = Empty,
         http.request.method = method,
-        http.route = %route,
-        url.path = %req.uri().path(),
+        http.route = route,
+        url.path = req.uri().path(),
         url.scheme = "http",
-        server.address = %host,
-        client.address = %client,
-        user_agent.original = %header(USER_AGENT),
+        server.address = host,
+        client.address = client.map(tracing::field::display),
+        user_agent.original = header(USER_AGENT),
         error.type = Empty,
     )
+}
+
+/// Finishes the span with the response's status (typed, straight on the OTel span: fields
+/// recorded after the span started would arrive as strings), and names it in the response's
+/// `traceparent`.
+pub fn finish(trace: &Trace, res: &mut Response) {
+    let status = res.status();
+    if trace.exported {
+        trace
+            .span
+            .set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            trace.span.record("error.type", status.as_str());
+            trace.span.set_status(opentelemetry::trace::Status::error(
+                status.as_str().to_owned(),
+            ));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&traceparent(trace.trace_id, trace.span_id, trace.sampled))
+    {
+        res.headers_mut().insert("traceparent", v);
+    }
 }
 
 /// W3C `traceparent`: version 00, trace id, parent (this server span) id, flags.

@@ -193,6 +193,16 @@ impl Permit {
         self.deadline.as_ref().is_some_and(Deadline::expired)
     }
 
+    /// Time since admission.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Calls slower than this are slow.
+    pub fn slow_call_duration(&self) -> Duration {
+        self.breaker.cfg.slow_call_duration
+    }
+
     /// Reports the call's result; slowness is measured from admission.
     pub fn record(mut self, failed: bool) {
         self.done = true;

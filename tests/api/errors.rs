@@ -135,20 +135,14 @@ async fn panics_become_500_without_internals() {
             ""
         }),
     );
-    let guards = orders_api::middleware::Guards::new(&settings);
-    let optional = orders_api::middleware::Optional::from_settings(&settings);
     let health = std::sync::Arc::new(orders_api::state::Health::new(
         settings.database.health_timeout,
     ));
-    let app = orders_api::middleware::api(
-        router,
-        &settings.server,
-        &settings.api,
-        &guards,
-        optional,
-        health,
-    )
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    health.set_schema(Ok(()));
+    let stack = orders_api::middleware::Stack::new(&settings, health);
+    let app = stack
+        .api(stack.guarded(router))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -1,0 +1,97 @@
+//! The request being served: its id, its trace and span ids, and where they are read from. A
+//! leaf: the layers that set the context, the errors that quote it and the telemetry that logs
+//! it all import this module, and it imports none of them.
+
+use std::fmt;
+use std::future::Future;
+
+use http::HeaderValue;
+
+/// The tracing target of the ops listener's spans: never exported as traces.
+pub const OPS_TARGET: &str = "orders_api::ops";
+
+/// The tracing target of API server spans (exported when tracing is on).
+pub const HTTP_TARGET: &str = "orders_api::http";
+
+/// A W3C trace id (16 bytes), shown as 32 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A W3C span id (8 bytes), shown as 16 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanId(pub [u8; 8]);
+
+fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        hex(f, &self.0)
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        hex(f, &self.0)
+    }
+}
+
+/// What is known of the request this task serves.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The `x-request-id` the response carries (accepted from the client or minted).
+    pub request_id: HeaderValue,
+    /// The trace the request belongs to, when the listener traces.
+    pub trace_id: Option<TraceId>,
+}
+
+tokio::task_local! {
+    static CURRENT: RequestContext;
+}
+
+impl RequestContext {
+    /// Runs `fut` with `self` as the current request's context.
+    pub fn scope<F: Future>(self, fut: F) -> tokio::task::futures::TaskLocalFuture<Self, F> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// The current request's id, if this task serves a request.
+    pub fn request_id() -> Option<String> {
+        CURRENT
+            .try_with(|c| c.request_id.to_str().ok().map(str::to_string))
+            .ok()
+            .flatten()
+    }
+
+    /// The current request's trace id, as hex, if it has one.
+    pub fn trace_id() -> Option<String> {
+        CURRENT
+            .try_with(|c| c.trace_id.map(|t| t.to_string()))
+            .ok()
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_context_is_the_scoped_requests_only() {
+        assert_eq!(RequestContext::request_id(), None);
+        let ctx = RequestContext {
+            request_id: HeaderValue::from_static("req-1"),
+            trace_id: Some(TraceId([0xab; 16])),
+        };
+        let (id, trace) = ctx
+            .scope(async { (RequestContext::request_id(), RequestContext::trace_id()) })
+            .await;
+        assert_eq!(id.as_deref(), Some("req-1"));
+        assert_eq!(trace, Some("ab".repeat(16)));
+        assert_eq!(
+            SpanId([1, 2, 3, 4, 5, 6, 7, 0xff]).to_string(),
+            "01020304050607ff"
+        );
+    }
+}
