@@ -94,6 +94,7 @@ fn allocations_per_request(
 /// The JSON subscriber of the service, writing to a sink. Installed once per process.
 fn install_subscriber() {
     let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(orders_api::telemetry::logs::NoFields)
         .event_format(orders_api::telemetry::logs::JsonLines)
         .with_writer(std::io::sink)
         .with_filter(EnvFilter::new("info"));

@@ -13,6 +13,19 @@ pub const OPS_TARGET: &str = "orders_api::ops";
 /// The tracing target of API server spans (exported when tracing is on).
 pub const HTTP_TARGET: &str = "orders_api::http";
 
+/// Whether spans leave the process (an OTLP exporter is installed).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records that spans are exported from now on (telemetry calls it once the exporter is in).
+pub fn set_exporting() {
+    EXPORTING.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether spans are exported: spans that exist only for traces are made only then.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// A W3C trace id (16 bytes), shown as 32 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceId(pub [u8; 16]);

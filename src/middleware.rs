@@ -101,7 +101,7 @@ impl Stack {
             .telemetry
             .http_metrics
             .then(http_metrics::HttpMetrics::new);
-        let exported = settings.telemetry.traces_url().is_some();
+        let exported = crate::context::exporting();
         Self {
             guards: Arc::new(guard::Guards {
                 rate_limit,

@@ -313,6 +313,16 @@ impl Store {
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        // The client span is for trace export only (no log line reads it): without a
+        // collector it is not made at all.
+        if !crate::context::exporting() {
+            let start = Instant::now();
+            reach::Reach::started();
+            let result = fut.await;
+            reach::Reach::finished(&result);
+            record(&result, op, start);
+            return result;
+        }
         let system = match self {
             Self::Sqlite(_) => "sqlite",
             Self::Postgres(_) => "postgresql",

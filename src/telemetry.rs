@@ -80,6 +80,9 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     if installed.is_err() {
         return Ok(Telemetry::default());
     }
+    if provider.is_some() {
+        crate::context::set_exporting();
+    }
     if let Some(url) = telemetry.traces_url().filter(|_| provider.is_some()) {
         tracing::info!(
             endpoint = %crate::config::redact_url(&url),
