@@ -141,7 +141,8 @@ pub struct PoolStats {
 pub struct Page {
     /// The orders on this page, newest first.
     pub items: Vec<Order>,
-    /// How many orders match the filter in all.
+    /// How many orders match the filter, counted up to the cap the caller asked for: a count
+    /// costs a scan of what it counts, so it stops there.
     pub total: u64,
 }
 
@@ -245,11 +246,13 @@ impl Store {
         filter: &ListFilter,
         limit: u32,
         offset: u64,
+        count_up_to: u64,
     ) -> Result<Page, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let cap = i64::try_from(count_up_to).unwrap_or(i64::MAX);
         self.observe("list_orders", async {
             let (rows, total) =
-                dispatch!(self, s => s.list(filter, i64::from(limit), offset).await)?;
+                dispatch!(self, s => s.list(filter, i64::from(limit), offset, cap).await)?;
             let items = rows
                 .into_iter()
                 .map(Order::try_from)

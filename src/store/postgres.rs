@@ -88,10 +88,11 @@ impl PgStore {
         filter: &ListFilter,
         limit: i64,
         offset: i64,
+        cap: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
         let page = sql::list(filter, None, limit, Some(offset));
         let rows = bound(&page).fetch_all(&self.pool).await?;
-        let count = sql::count(filter);
+        let count = sql::count(filter, cap);
         let total: i64 = bound(&count).fetch_one(&self.pool).await?.try_get(0)?;
         let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
         Ok((rows, total))

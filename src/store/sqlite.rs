@@ -266,11 +266,12 @@ impl SqliteStore {
         filter: &ListFilter,
         limit: i64,
         offset: i64,
+        cap: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
         // An offset scan and a count grow with the table: the blocking pool's.
         let (page, count) = (
             sql::list(filter, None, limit, Some(offset)),
-            sql::count(filter),
+            sql::count(filter, cap),
         );
         self.read_blocking(move |c| {
             let rows = rows(c, &page)?;

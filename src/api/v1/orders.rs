@@ -36,6 +36,10 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 /// Largest `offset`: skipping rows costs a scan of them, so deeper pages are v2's (cursors).
 pub const MAX_OFFSET: u64 = 10_000;
+/// The largest `total` a listing reports: one more than the orders any v1 page can reach
+/// (the deepest page ends at `MAX_OFFSET + MAX_LIMIT`). Counting scans what it counts, so a
+/// count stops there; `total` = 10101 means "10101 or more".
+pub const TOTAL_CAP: u64 = MAX_OFFSET + MAX_LIMIT as u64 + 1;
 
 /// The v1 order routes.
 pub fn router() -> Router<AppState> {
@@ -120,8 +124,9 @@ pub struct ListV1 {
     /// Orders skipped.
     #[schema(minimum = 0)]
     offset: u64,
-    /// Orders matching the filter, on every page.
-    #[schema(minimum = 0)]
+    /// Orders matching the filter, on every page: exact up to 10100 (the deepest page any
+    /// offset reaches); 10101 means 10101 or more.
+    #[schema(minimum = 0, maximum = 10101)]
     total: u64,
 }
 
@@ -274,7 +279,7 @@ pub async fn list(
     QueryPairs(params): QueryPairs,
 ) -> Result<Json<ListV1>, ApiError> {
     let (filter, limit, offset) = parse_list_query(&params)?;
-    let page = store.list(&filter, limit, offset).await?;
+    let page = store.list(&filter, limit, offset, TOTAL_CAP).await?;
     Ok(Json(ListV1 {
         items: page.items.iter().map(OrderV1::from).collect(),
         limit,
