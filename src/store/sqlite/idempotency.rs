@@ -73,7 +73,7 @@ impl SqliteStore {
         );
         let done = self
             .writer()
-            .write(move |s| {
+            .write_atomic(move |s| {
                 placed.created_at = s.place()?;
                 placed.updated_at = placed.created_at;
                 let response = render(&placed).map_err(StoreError::Encode)?;

@@ -1,7 +1,7 @@
 //! The one writer: a thread of its own that owns the only connection that writes, and
 //! group-commits. It waits for a job, takes every job queued behind it (up to [`MAX_BATCH`]),
-//! runs them in one transaction, each in a savepoint of its own so that one failing job undoes
-//! only itself, commits once (one fsync for the batch, which keeps `synchronous = FULL`
+//! runs them in one transaction (a job of several statements in a savepoint of its own, so that
+//! one failing job undoes only itself), commits once (one fsync for the batch, which keeps `synchronous = FULL`
 //! affordable), and only then answers each caller: an answer means the write is durable.
 //!
 //! Because nothing else writes, the write path never meets `SQLITE_BUSY` from the service
@@ -61,6 +61,10 @@ struct Clock {
 
 /// One queued write.
 trait Work: Send {
+    /// Whether the job runs several statements that must stand or fall together (it then runs
+    /// in a savepoint of its own). A single statement needs none: SQLite undoes a failed
+    /// statement by itself, and a savepoint costs a copy of every page the job touches.
+    fn atomic(&self) -> bool;
     /// Whether the caller has gone away (then the job is skipped).
     fn abandoned(&self) -> bool;
     /// Runs the job; `false` when it failed (its savepoint is rolled back).
@@ -70,6 +74,7 @@ trait Work: Send {
 }
 
 struct Job<T, F> {
+    atomic: bool,
     op: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -80,6 +85,10 @@ where
     T: Send,
     F: FnOnce(&mut Session<'_>) -> Result<T, StoreError> + Send,
 {
+    fn atomic(&self) -> bool {
+        self.atomic
+    }
+
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
@@ -137,13 +146,24 @@ impl Writer {
         })
     }
 
-    /// Queues `op` for the next batch and waits for its durable result.
+    /// Queues `op`, one statement (or reads and one statement), for the next batch and waits
+    /// for its durable result.
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Session<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.send(op, Message::Batch).await
+        self.send(op, false, Message::Batch).await
+    }
+
+    /// As [`Writer::write`], for an `op` of several statements: if one fails, the others are
+    /// undone too.
+    pub async fn write_atomic<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Session<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.send(op, true, Message::Batch).await
     }
 
     /// Runs `op` alone, outside any batch (it manages its own transactions).
@@ -152,16 +172,22 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Session<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.send(op, Message::Alone).await
+        self.send(op, false, Message::Alone).await
     }
 
-    async fn send<T, F>(&self, op: F, kind: fn(Box<dyn Work>) -> Message) -> Result<T, StoreError>
+    async fn send<T, F>(
+        &self,
+        op: F,
+        atomic: bool,
+        kind: fn(Box<dyn Work>) -> Message,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Session<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
+            atomic,
             op: Some(op),
             result: None,
             reply,
@@ -267,10 +293,15 @@ fn commit(
     }
 }
 
-/// Runs each job in a savepoint of its own, so that a failing job undoes only its statements.
-/// A job whose caller went away while the batch waited for the lock is skipped.
+/// Runs each job; an atomic one in a savepoint of its own, so that a failing job undoes only
+/// its own statements. A job whose caller went away while the batch waited for the lock is
+/// skipped.
 fn run_jobs(session: &mut Session<'_>, batch: &mut [Box<dyn Work>]) -> Result<(), StoreError> {
     for job in batch.iter_mut().filter(|j| !j.abandoned()) {
+        if !job.atomic() {
+            job.run(session);
+            continue;
+        }
         session
             .conn
             .execute_batch("SAVEPOINT job")
