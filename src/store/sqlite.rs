@@ -11,10 +11,11 @@
 
 mod idempotency;
 mod migrate;
+mod readers;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -128,26 +129,24 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     connector: Connector,
-    /// Idle read connections, most recently used last.
-    readers: Mutex<Vec<Connection>>,
-    /// Read connections kept idle at most (more are closed when given back).
+    readers: Arc<readers::Readers>,
     max_idle: usize,
-    /// Read connections open now, idle or in use.
-    open: std::sync::atomic::AtomicU32,
     writer: writer::Writer,
 }
 
 impl SqliteStore {
     pub(super) fn open(cfg: &DatabaseSettings) -> Result<Self, StoreError> {
         let connector = Connector::from_settings(cfg)?;
-        let writer = writer::Writer::start(connector.clone(), cfg.write_queue as usize)
-            .map_err(|e| StoreError::Config(format!("cannot start the writer thread: {e}")))?;
+        let max_idle = cfg.max_connections as usize;
+        let readers = Arc::new(readers::Readers::new(max_idle, !connector.in_memory));
+        let writer =
+            writer::Writer::start(connector.clone(), cfg.write_queue as usize, readers.clone())
+                .map_err(|e| StoreError::Config(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 connector,
-                readers: Mutex::new(Vec::new()),
-                max_idle: cfg.max_connections as usize,
-                open: std::sync::atomic::AtomicU32::new(0),
+                readers,
+                max_idle,
                 writer,
             }),
         })
@@ -158,10 +157,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self.take_reader()?;
-        let result = f(&conn);
-        self.give_back(conn);
-        result
+        self.inner.readers.read(&self.inner.connector, f)
     }
 
     /// Runs `f` on a read connection in the blocking pool: for statements whose cost grows
@@ -174,38 +170,6 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || store.read(f))
             .await
             .map_err(|e| StoreError::Internal(format!("a blocking read failed: {e}")))?
-    }
-
-    fn take_reader(&self) -> Result<Connection, StoreError> {
-        let idle = self
-            .inner
-            .readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => {
-                let conn = self.inner.connector.open_reader()?;
-                self.inner
-                    .open
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(conn)
-            }
-        }
-    }
-
-    fn give_back(&self, conn: Connection) {
-        let mut idle = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.inner.max_idle {
-            idle.push(conn);
-        } else {
-            drop(idle);
-            drop(conn);
-            self.inner
-                .open
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 
     fn writer(&self) -> &writer::Writer {
@@ -322,13 +286,7 @@ impl SqliteStore {
     }
 
     pub(super) fn pool_stats(&self) -> PoolStats {
-        let idle = self
-            .inner
-            .readers
-            .lock()
-            .map(|r| r.len())
-            .unwrap_or_default();
-        let readers = self.inner.open.load(std::sync::atomic::Ordering::Relaxed);
+        let (idle, readers) = self.inner.readers.counts();
         // The writer's connection counts as one in use.
         PoolStats {
             open: readers + 1,
@@ -341,12 +299,7 @@ impl SqliteStore {
         let store = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             store.inner.writer.stop();
-            store
-                .inner
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            store.inner.readers.clear();
         })
         .await;
     }

@@ -179,3 +179,73 @@ async fn a_full_write_queue_is_refused_at_once() {
     }
     store.close().await;
 }
+
+/// A read sees every write acknowledged before it began, even though read connections keep
+/// their snapshot between reads; and an idle connection's snapshot never keeps the WAL from
+/// being checkpointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_snapshots_see_every_acknowledged_write_and_free_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(dir.path(), &[])).unwrap();
+    store.migrate().await.unwrap();
+    let count = |store: &SqliteStore| {
+        store
+            .read(|c| {
+                c.query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(from_sqlite)
+            })
+            .unwrap()
+    };
+    for i in 0..200 {
+        store
+            .writer()
+            .write(move |s| {
+                s.conn
+                    .execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, \
+                         created_at, expires_at) VALUES ('s', ?1, 'f', 'x', 'x', 'x')",
+                        [i],
+                    )
+                    .map_err(from_sqlite)
+            })
+            .await
+            .unwrap();
+        // Twice: the second read reuses the snapshot the first one took.
+        assert_eq!(count(&store), i + 1);
+        assert_eq!(count(&store), i + 1);
+    }
+    // A snapshot taken, then writes and no read: the idle connection must not keep it.
+    assert_eq!(count(&store), 200);
+    for i in 200..300 {
+        store
+            .writer()
+            .write(move |s| {
+                s.conn
+                    .execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, \
+                         created_at, expires_at) VALUES ('s', ?1, 'f', 'x', 'x', 'x')",
+                        [i],
+                    )
+                    .map_err(from_sqlite)
+            })
+            .await
+            .unwrap();
+    }
+    // Every frame of the WAL can be checkpointed: no idle reader holds an old snapshot.
+    let (busy, log, checkpointed): (i64, i64, i64) = store
+        .writer()
+        .alone(|s| {
+            s.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(from_sqlite)
+        })
+        .await
+        .unwrap();
+    assert_eq!(busy, 0);
+    assert_eq!(log, checkpointed, "an idle snapshot pinned the WAL");
+    store.close().await;
+}

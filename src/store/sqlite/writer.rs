@@ -13,6 +13,7 @@
 //! ([`StoreError::Busy`], 503 with `Retry-After`), never waited on. A job whose caller has gone
 //! away by the time its turn comes (a client that gave up) is skipped: it writes nothing.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::readers::Readers;
 use super::{Connector, from_sqlite, timestamp_of};
 use crate::store::{StoreError, commit_time, sql};
 
@@ -135,11 +137,15 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the thread; it opens its connection when the first job arrives (and again after
     /// a failure), so that a bad path or a missing disk shows as errors, not as a failed start.
-    pub fn start(connector: Connector, queue: usize) -> std::io::Result<Self> {
+    pub fn start(
+        connector: Connector,
+        queue: usize,
+        readers: Arc<Readers>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&connector, &rx))?;
+            .spawn(move || run(&connector, &rx, &readers))?;
         Ok(Self {
             queue: tx,
             thread: std::sync::Mutex::new(Some(thread)),
@@ -212,7 +218,7 @@ impl Writer {
 }
 
 /// The thread: batches until `Stop`, or until every handle is gone.
-fn run(connector: &Connector, rx: &Receiver<Message>) {
+fn run(connector: &Connector, rx: &Receiver<Message>, readers: &Readers) {
     let mut conn: Option<Connection> = None;
     let mut clock = Clock::default();
     let mut next = None;
@@ -227,7 +233,7 @@ fn run(connector: &Connector, rx: &Receiver<Message>) {
         let mut batch = match first {
             Message::Stop => return,
             Message::Alone(job) => {
-                alone(connector, &mut conn, &mut clock, job);
+                alone(connector, &mut conn, &mut clock, job, readers);
                 continue;
             }
             Message::Batch(job) => vec![job],
@@ -242,7 +248,7 @@ fn run(connector: &Connector, rx: &Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        commit(connector, &mut conn, &mut clock, batch);
+        commit(connector, &mut conn, &mut clock, batch, readers);
     }
 }
 
@@ -263,6 +269,7 @@ fn commit(
     slot: &mut Option<Connection>,
     clock: &mut Clock,
     batch: Vec<Box<dyn Work>>,
+    readers: &Readers,
 ) {
     let mut batch: Vec<Box<dyn Work>> = batch.into_iter().filter(|j| !j.abandoned()).collect();
     if batch.is_empty() {
@@ -288,6 +295,10 @@ fn commit(
         *slot = None;
     }
     let failed = committed.err();
+    if failed.is_none() {
+        // Before anyone hears of the commit, so that their next read sees it.
+        readers.committed();
+    }
     for job in batch {
         job.answer(failed.as_ref());
     }
@@ -322,6 +333,7 @@ fn alone(
     slot: &mut Option<Connection>,
     clock: &mut Clock,
     mut job: Box<dyn Work>,
+    readers: &Readers,
 ) {
     let conn = match connection(connector, slot) {
         Ok(conn) => conn,
@@ -329,7 +341,9 @@ fn alone(
     };
     let mut session = Session { conn, clock };
     job.run(&mut session);
-    // What the job wrote may change the newest order (a migration that loads data).
+    // What the job wrote may change the newest order (a migration that loads data), and what
+    // readers see.
     clock.newest = None;
+    readers.committed();
     job.answer(None);
 }
