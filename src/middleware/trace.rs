@@ -176,13 +176,50 @@ pub fn finish(trace: &Trace, res: &mut Response) {
             ));
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&traceparent(trace.trace_id, trace.span_id, trace.sampled))
+    if let Ok(v) =
+        HeaderValue::from_bytes(&traceparent(trace.trace_id, trace.span_id, trace.sampled))
     {
         res.headers_mut().insert("traceparent", v);
     }
 }
 
-/// W3C `traceparent`: version 00, trace id, parent (this server span) id, flags.
-pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled))
+/// W3C `traceparent`: version 00, trace id, parent (this server span) id, flags; built on
+/// the stack.
+pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for (i, b) in trace_id.0.iter().enumerate() {
+        out[3 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[4 + 2 * i] = HEX[usize::from(b & 0xf)];
+    }
+    for (i, b) in span_id.0.iter().enumerate() {
+        out[36 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[37 + 2 * i] = HEX[usize::from(b & 0xf)];
+    }
+    out[54] = if sampled { b'1' } else { b'0' };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_the_w3c_form() {
+        let header = traceparent(
+            TraceId(*b"\x0a\xf7\x65\x19\x16\xcd\x43\xdd\x84\x48\xeb\x21\x1c\x80\x31\x9c"),
+            SpanId(*b"\xb7\xad\x6b\x71\x69\x20\x33\x31"),
+            true,
+        );
+        assert_eq!(
+            std::str::from_utf8(&header).unwrap(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        let unsampled = traceparent(TraceId([0; 16]), SpanId([0xff; 8]), false);
+        assert!(
+            std::str::from_utf8(&unsampled)
+                .unwrap()
+                .ends_with("-ffffffffffffffff-00")
+        );
+    }
 }

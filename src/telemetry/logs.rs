@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
 use tracing::{Event, Id, Subscriber};
@@ -179,8 +179,37 @@ impl<'w> FormatFields<'w> for NoFields {
 pub struct JsonLines;
 
 thread_local! {
-    /// The event's own fields and the line being built, reused across events on this thread.
+    /// The line's fields and the line being built, reused across events on this thread.
     static SCRATCH: RefCell<(JsonFields, Vec<u8>)> = RefCell::default();
+    /// `YYYY-MM-DDTHH:MM:SS.` of the second the last timestamp on this thread fell in.
+    static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
+/// Appends the current time as an RFC 3339 UTC string with microseconds (`"...SS.ffffffZ"`),
+/// formatting the date and time only when the second changes.
+fn timestamp(out: &mut Vec<u8>) {
+    let now = Utc::now();
+    let (secs, micros) = (now.timestamp(), now.timestamp_subsec_micros());
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != secs {
+            *second = secs;
+            prefix.clear();
+            let _ = write!(prefix, "{}.", now.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        out.push(b'"');
+        out.extend_from_slice(prefix.as_bytes());
+        let digits = [
+            micros / 100_000 % 10,
+            micros / 10_000 % 10,
+            micros / 1_000 % 10,
+            micros / 100 % 10,
+            micros / 10 % 10,
+            micros % 10,
+        ];
+        // Each digit is below 10: the casts cannot truncate.
+        out.extend(digits.iter().map(|d| b'0' + *d as u8));
+        out.extend_from_slice(b"Z\"");
+    });
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -195,37 +224,31 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let spans: Vec<_> = ctx
-            .event_scope()
-            .map(|scope| scope.from_root().collect())
-            .unwrap_or_default();
-        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
-        SCRATCH.with_borrow_mut(|(own, line)| {
-            own.clear();
-            let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-            own.put("timestamp", |o| quoted(o, |w| w.write_str(&timestamp)));
-            own.put("level", |o| {
+        SCRATCH.with_borrow_mut(|(fields, line)| {
+            fields.clear();
+            fields.put("timestamp", timestamp);
+            fields.put("level", |o| {
                 quoted(o, |w| w.write_str(meta.level().as_str()))
             });
-            own.put("target", |o| quoted(o, |w| w.write_str(meta.target())));
-            own.put("message", |o| o.extend_from_slice(b"\"\""));
-            let head = own.at.len();
-            event.record(own);
-            let mut members: Vec<(&str, &[u8])> = own.iter().take(head).collect();
-            let span_fields = extensions
-                .iter()
-                .filter_map(|ext| ext.get::<SpanFields>())
-                .flat_map(|SpanFields(fields)| fields.iter())
-                .filter(|(k, _)| !k.contains('.'));
-            for (key, value) in span_fields.chain(own.iter().skip(head)) {
-                match members.iter_mut().find(|(k, _)| *k == key) {
-                    Some(slot) => slot.1 = value,
-                    None => members.push((key, value)),
+            fields.put("target", |o| quoted(o, |w| w.write_str(meta.target())));
+            fields.put("message", |o| o.extend_from_slice(b"\"\""));
+            // Span fields from the root in, then the event's own: a name seen again keeps its
+            // first place and takes the innermost value.
+            if let Some(scope) = ctx.event_scope() {
+                for span in scope.from_root() {
+                    let ext = span.extensions();
+                    let Some(SpanFields(own)) = ext.get::<SpanFields>() else {
+                        continue;
+                    };
+                    for (key, value) in own.iter().filter(|(k, _)| !k.contains('.')) {
+                        fields.put(key, |o| o.extend_from_slice(value));
+                    }
                 }
             }
+            event.record(fields);
             line.clear();
             line.push(b'{');
-            for (i, (key, value)) in members.iter().enumerate() {
+            for (i, (key, value)) in fields.iter().enumerate() {
                 if i > 0 {
                     line.push(b',');
                 }
@@ -233,9 +256,9 @@ where
                 line.push(b':');
                 line.extend_from_slice(value);
             }
-            line.push(b'}');
+            line.extend_from_slice(b"}\n");
             let text = std::str::from_utf8(line).map_err(|_| fmt::Error)?;
-            writeln!(writer, "{text}")
+            writer.write_str(text)
         })
     }
 }
@@ -333,6 +356,28 @@ mod tests {
 
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod timestamps {
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let mut out = Vec::new();
+        let before = chrono::Utc::now();
+        timestamp(&mut out);
+        timestamp(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let stamps: Vec<&str> = text.split('"').filter(|s| !s.is_empty()).collect();
+        assert_eq!(stamps.len(), 2, "{text}");
+        for stamp in stamps {
+            assert_eq!(stamp.len(), 27, "{stamp}");
+            assert!(stamp.ends_with('Z'));
+            let t = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+            assert!(t >= before - chrono::TimeDelta::seconds(1));
         }
     }
 }
