@@ -30,6 +30,7 @@
 #      after the other (so the on/off ratio comes from neighbouring runs):
 #        get   GET /api/v1/orders/{id}, a random seeded id per request       (get.lua)
 #        list  GET /api/v1/orders?limit=20                                   (list.lua)
+#        page  GET /api/v2/orders?limit=20, a cursor page                    (page.lua)
 #        post  POST /api/v1/orders, JSON body                                (post.lua)
 #        mix   90 % get, 10 % post                                           (mix.lua)
 #      wrk runs on CPU 1 (`taskset -c 1`), THREADS threads, CONNS connections, DURATION
@@ -53,7 +54,7 @@ THREADS=${THREADS:-1}
 SEED=${SEED:-10000}
 READY_RUNS=${READY_RUNS:-10}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
-SCENARIOS=${SCENARIOS:-"get list post mix"}
+SCENARIOS=${SCENARIOS:-"get list page post mix"}
 CONFIGS=${CONFIGS:-"on off otlp"}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT_BASE=${PORT_BASE:-18080}
