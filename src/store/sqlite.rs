@@ -131,6 +131,8 @@ struct Inner {
     connector: Connector,
     readers: Arc<readers::Readers>,
     max_idle: usize,
+    /// Turns for reads in the blocking pool.
+    blocking: tokio::sync::Semaphore,
     writer: writer::Writer,
 }
 
@@ -147,6 +149,7 @@ impl SqliteStore {
                 connector,
                 readers,
                 max_idle,
+                blocking: tokio::sync::Semaphore::new(max_idle.max(1)),
                 writer,
             }),
         })
@@ -161,11 +164,18 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a read connection in the blocking pool: for statements whose cost grows
-    /// with the table.
+    /// with the table. At most `database.max_connections` run at once (each holds a
+    /// connection and its page cache); more wait their turn.
     async fn read_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _turn = self
+            .inner
+            .blocking
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read(f))
             .await

@@ -31,6 +31,10 @@ pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
 /// Failed queries, by kind (`unavailable`, `internal`, `corrupt`).
 pub const DB_ERRORS: &str = "db_errors_total";
+/// Writes committed together by the SQLite writer, per commit.
+pub const DB_WRITE_BATCH: &str = "db_write_batch_size";
+/// The buckets of [`DB_WRITE_BATCH`]: powers of two up to the largest batch.
+pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Orders created, by currency.
 pub const ORDERS_CREATED: &str = "orders_created_total";
 /// Status changes, by from and to.
@@ -89,6 +93,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
                     &DURATION_BUCKETS,
                 )
                 .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(Matcher::Full(DB_WRITE_BATCH.into()), &BATCH_BUCKETS)
+                .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             describe();
@@ -131,6 +137,10 @@ fn describe() {
     describe_gauge!(DB_POOL_MAX, "Database pool capacity");
     describe_histogram!(DB_QUERY_DURATION, Unit::Seconds, "Database query latency");
     describe_counter!(DB_ERRORS, "Failed database operations by kind");
+    describe_histogram!(
+        DB_WRITE_BATCH,
+        "Writes committed together by the SQLite writer (one fsync each)"
+    );
     describe_counter!(ORDERS_CREATED, "Orders created by currency");
     describe_counter!(STATUS_TRANSITIONS, "Order status changes");
     describe_counter!(SPANS_DROPPED, "Spans the trace exporter failed to deliver");
