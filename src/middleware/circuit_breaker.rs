@@ -66,8 +66,25 @@ impl Observer for MetricsObserver {
     }
 }
 
+/// Counts a call by its outcome, through handles registered once (a lookup by labels per
+/// request would hash them every time).
 fn count(outcome: &'static str) {
-    counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => outcome).increment(1);
+    static COUNTERS: std::sync::OnceLock<Vec<(&'static str, metrics::Counter)>> =
+        std::sync::OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        OUTCOMES
+            .iter()
+            .map(|o| {
+                (
+                    *o,
+                    counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => *o),
+                )
+            })
+            .collect()
+    });
+    if let Some((_, c)) = counters.iter().find(|(o, _)| *o == outcome) {
+        c.increment(1);
+    }
 }
 
 /// One admitted request. Dropped unfinished (its client went away), it counts for nothing.

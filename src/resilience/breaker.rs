@@ -124,9 +124,46 @@ struct Inner {
     /// Bumped on every transition; permits from an older generation are ignored.
     generation: u64,
     /// Closed: the sliding window. Half-open: the trial results.
-    calls: VecDeque<Outcome>,
+    calls: Window,
     /// Consecutive openings without a close in between (for the backoff).
     openings: u32,
+}
+
+/// Recent outcomes with their failures and slow calls counted as they come and go, so that
+/// a verdict costs the same with a window of 5 calls or of 5,000.
+#[derive(Debug, Default)]
+struct Window {
+    calls: VecDeque<Outcome>,
+    failed: usize,
+    slow: usize,
+}
+
+impl Window {
+    fn push(&mut self, outcome: Outcome) {
+        self.failed += usize::from(outcome.failed);
+        self.slow += usize::from(outcome.slow);
+        self.calls.push_back(outcome);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.calls.pop_front() {
+            self.failed -= usize::from(old.failed);
+            self.slow -= usize::from(old.slow);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// The breaker. Cheap to share behind an `Arc`.
@@ -235,7 +272,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 generation: 0,
-                calls: VecDeque::new(),
+                calls: Window::default(),
                 openings: 0,
             }),
             observer,
@@ -293,7 +330,7 @@ impl Breaker {
         }
         match inner.phase {
             Phase::Closed => {
-                inner.calls.push_back(outcome);
+                inner.calls.push(outcome);
                 while inner.calls.len() > self.cfg.window {
                     inner.calls.pop_front();
                 }
@@ -303,7 +340,7 @@ impl Breaker {
                 }
             }
             Phase::HalfOpen { .. } => {
-                inner.calls.push_back(outcome);
+                inner.calls.push(outcome);
                 if inner.calls.len() >= self.cfg.half_open_calls {
                     if self.trips(&inner.calls) {
                         self.open(&mut inner);
@@ -328,12 +365,10 @@ impl Breaker {
         }
     }
 
-    fn trips(&self, calls: &VecDeque<Outcome>) -> bool {
+    fn trips(&self, calls: &Window) -> bool {
         let n = calls.len() as f64;
-        let failures = calls.iter().filter(|c| c.failed).count() as f64;
-        let slow = calls.iter().filter(|c| c.slow).count() as f64;
-        failures * 100.0 / n >= self.cfg.failure_rate_threshold
-            || slow * 100.0 / n >= self.cfg.slow_call_rate_threshold
+        calls.failed as f64 * 100.0 / n >= self.cfg.failure_rate_threshold
+            || calls.slow as f64 * 100.0 / n >= self.cfg.slow_call_rate_threshold
     }
 
     fn open(&self, inner: &mut Inner) {
