@@ -3,6 +3,7 @@
 #
 #   bash benches/load/profile.sh on     # every optional layer (limits raised, as in run.sh)
 #   bash benches/load/profile.sh off    # optional layers switched off
+#   bash benches/load/profile.sh otlp   # `on` plus trace export to otlp_sink.py on CPU 1
 #
 # Service on CPU 0, wrk on CPU 1, `perf record -e cpu-clock` (a software clock: works in VMs
 # without hardware counters) on the service for DURATION seconds; prints the top symbols by
@@ -29,7 +30,13 @@ case $MODE in
         done ;;
     off) extra=(APP_LOG__ACCESS=false APP_TELEMETRY__HTTP_METRICS=false
             APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false) ;;
-    *) echo "usage: $0 on|off" >&2; exit 2 ;;
+    otlp) for p in GLOBAL PER_CLIENT WRITES; do
+            extra+=("APP_RATE_LIMIT__${p}__RATE_PER_SECOND=1000000" "APP_RATE_LIMIT__${p}__BURST=1000000")
+        done
+        extra+=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((PORT + 2))")
+        taskset -c 1 python3 "$ROOT/benches/load/otlp_sink.py" --port $((PORT + 2)) >"$OUT/otlp_sink.out" 2>&1 &
+        SINK=$! ;;
+    *) echo "usage: $0 on|off|otlp" >&2; exit 2 ;;
 esac
 # The wrk scripts send no API key.
 env APP_CONFIG_DIR="$ROOT/config" APP_PROFILE=production APP_AUTH__ENABLED=false APP_SERVER__HOST=127.0.0.1 \
@@ -37,7 +44,7 @@ env APP_CONFIG_DIR="$ROOT/config" APP_PROFILE=production APP_AUTH__ENABLED=false
     APP_SERVER__OPS_PORT=$((PORT + 1)) APP_DATABASE__URL="sqlite://$OUT/orders.db" "${extra[@]}" \
     taskset -c 0 "$OUT/svc-under-load" serve >"$OUT/service.log" 2>&1 &
 PID=$!
-trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+trap 'kill -TERM $PID ${SINK:-} 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 500); do
     curl -sf -o /dev/null "http://127.0.0.1:$((PORT + 1))/readyz" && break
     sleep 0.02

@@ -21,9 +21,9 @@
 #        off   APP_LOG__ACCESS=false APP_TELEMETRY__HTTP_METRICS=false
 #              APP_RATE_LIMIT__ENABLED=false APP_CIRCUIT_BREAKER__ENABLED=false, and no
 #              authentication (every request still carries the key, so the bytes are the same)
-#        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver (python -m
-#              oteltap, installed with pip if missing; the config is skipped if that fails).
-#              The receiver runs on CPU 1, next to wrk.
+#        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver that decodes
+#              nothing (otlp_sink.py; the config is skipped if it does not start). The
+#              receiver runs on CPU 1, next to wrk.
 #      CONFIGS may also name "on" minus one layer, to attribute the cost: no_log, no_metrics,
 #      no_limit, no_breaker, no_auth (e.g. CONFIGS="on off no_log no_metrics").
 #      Each instance gets SEED orders, then for each scenario the instances are measured one
@@ -174,15 +174,15 @@ done
 OTLP_PORT=$((PORT_BASE + 80))
 otlp_ok=false
 if [[ " $CONFIGS " == *" otlp "* ]]; then
-    if python3 -c 'import oteltap' 2>/dev/null || pip install -q oteltap >/dev/null 2>&1; then
-        taskset -c "$WRK_CPU" python3 -m oteltap --port "$OTLP_PORT" >/dev/null 2>"$OUT/oteltap.err" &
-        PIDS+=($!)
-        for _ in $(seq 1 200); do
-            if (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null; then otlp_ok=true; break; fi
-            sleep 0.05
-        done
-    fi
-    $otlp_ok || log "NOTICE: no local OTLP receiver (pip install oteltap failed): config otlp skipped"
+    # A receiver that decodes nothing: one that decodes every span (oteltap) starves wrk,
+    # which shares its CPU, and the figure then measures the receiver.
+    taskset -c "$WRK_CPU" python3 "$LOAD_DIR/otlp_sink.py" --port "$OTLP_PORT" >"$OUT/otlp_sink.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null; then otlp_ok=true; break; fi
+        sleep 0.05
+    done
+    $otlp_ok || log "NOTICE: the local OTLP receiver did not start: config otlp skipped"
 fi
 
 # --- instances -----------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ echo "orders-api load test: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo
 echo "service on CPU 0, wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $WRK_CPU, $SEED seeded orders per instance."
 echo "'on': all optional layers, API-key auth $AUTH; rate limits raised to 1e6/s (limiter runs, never refuses); breaker at its defaults; trace export off."
 echo "'off': ${layers_off[*]}, no auth."
-$otlp_ok && echo "'otlp': 'on' plus OTLP/HTTP trace export to a local receiver (oteltap on CPU $WRK_CPU)."
+$otlp_ok && echo "'otlp': 'on' plus OTLP/HTTP trace export to a local receiver (otlp_sink.py on CPU $WRK_CPU)."
 echo
 echo "Start to ready (SQLite, spawn → first 200 on /readyz):"
 for l in "${ready_lines[@]}"; do echo "  $l"; done
