@@ -64,8 +64,16 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     let pipeline = traces::provider(telemetry)?;
     let (provider, otel) = match pipeline {
         Some((provider, tracer)) => {
+            // Per span, the layer's defaults add work nobody reads here: busy/idle timings
+            // (two clock reads on every poll), code and thread attributes, and an OTel
+            // `Context` attached on every enter (nothing in this binary reads
+            // `Context::current`; parents come from the tracing span tree).
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_context_activation(false)
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
                 .with_filter(LevelFilter::INFO)
                 .with_filter(FilterFn::new(exported));
             (Some(provider), Some(layer))

@@ -11,7 +11,8 @@
 #   2. start-to-ready on SQLite: spawn → first 200 on the ops port's /readyz, polled every
 #      0.5 ms, READY_RUNS times on a fresh database file and on an existing one; median.
 #   3. per backend (SQLite in a temp file; PostgreSQL in a fresh database made with psql on
-#      PG_ADMIN_URL, skipped with a notice when unreachable) it starts three instances of the
+#      PG_ADMIN_URL, skipped with a notice when unreachable; PG_URL_QUERY is appended to its
+#      URL, e.g. PG_URL_QUERY=statement-cache-capacity=0) it starts three instances of the
 #      service, each on its own database and each pinned to CPU 0 (`taskset -c 0`):
 #        on    every optional layer on (access log, HTTP metrics, rate limit, breaker), and
 #              API-key authentication (a key generated for the run, as production runs); the
@@ -302,7 +303,7 @@ for backend in $BACKENDS; do
                 db="orders_load_${cfg}_$$"
                 psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$db\"" >/dev/null
                 PG_DBS+=("$db")
-                urls+=("${PG_ADMIN_URL%/*}/$db")
+                urls+=("${PG_ADMIN_URL%/*}/$db${PG_URL_QUERY:+?$PG_URL_QUERY}")
             done
             ;;
         *) log "unknown backend $backend"; exit 2 ;;
