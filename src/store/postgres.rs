@@ -44,8 +44,23 @@ impl PgStore {
         &MIGRATOR
     }
 
+    /// Runs the migrator on one connection of its own. The migrator takes a session advisory
+    /// lock and, when it fails part-way (a migration the binary does not know, a checksum that
+    /// differs), returns without releasing it. Back in the pool, that connection would hold the
+    /// lock for good: every later run on every replica would wait on it, and the pool would
+    /// never close. So a connection whose run failed is closed instead of returned, and its
+    /// session ends with its lock.
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        Ok(MIGRATOR.run(&self.pool).await?)
+        let mut conn = self.pool.acquire().await?;
+        match MIGRATOR.run_direct(None, &mut *conn, false).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Err(close) = sqlx::Connection::close(conn.detach()).await {
+                    tracing::debug!(error = %close, "closing the failed migration's connection");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     pub(super) async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {

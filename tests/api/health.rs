@@ -1,9 +1,13 @@
 //! Probes on both listeners, readiness while the database is unreachable, and recovery.
 
+use std::time::Duration;
+
+use orders_api::store::Store;
 use serde_json::Value;
+use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{Backend, TestApp, authority, order_body, via};
+use crate::helpers::{Backend, PgDatabase, TestApp, authority, order_body, test_settings, via};
 
 fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
     body["checks"]
@@ -205,4 +209,47 @@ async fn api_requests_before_the_schema_is_current_get_503_not_ready() {
             .status(),
         201
     );
+}
+
+/// A rollback: the database was migrated by a newer release, so it holds a version this binary
+/// does not know, and the migrator refuses. That refusal must not leave the migrator's advisory
+/// lock behind on a pooled connection: every later run, on every replica, would wait on it, and
+/// the pool would never close at shutdown.
+#[tokio::test]
+async fn a_refused_migration_leaves_no_advisory_lock_behind() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let store = Store::open(&test_settings(&db.url, &[]).database).expect("store");
+    store.migrate().await.expect("first migration");
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let advisory_locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                          AND database = (SELECT oid FROM pg_database \
+                                          WHERE datname = current_database())";
+    for attempt in 1..=3 {
+        let err = store.migrate().await.expect_err("unknown version refused");
+        assert!(
+            err.to_string().contains("99990101000000"),
+            "attempt {attempt}: {err}"
+        );
+        let held: i64 = sqlx::query_scalar(advisory_locks)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(
+            held, 0,
+            "attempt {attempt}: the migrator's lock is still held"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .expect("the pool closes");
+    let _ = admin.close().await;
 }
