@@ -134,7 +134,7 @@ impl Server {
         );
 
         shutdown.await;
-        drain(
+        let grace = drain(
             &state.health,
             &settings.shutdown,
             &stop,
@@ -148,7 +148,15 @@ impl Server {
         if let Some(task) = eviction {
             task.abort();
         }
-        state.store.close().await;
+        // A pool waits for every connection to come back; one that never does (a query stuck
+        // in a dead network) must not keep the process from exiting.
+        let deadline = grace.max(tokio::time::Instant::now() + CLOSE_AT_LEAST);
+        if tokio::time::timeout_at(deadline, state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database pool did not close in time: exiting without it");
+        }
         tracing::info!("shutdown complete");
     }
 }
@@ -230,15 +238,19 @@ fn serve(
     })
 }
 
+/// The least time the store gets to close, even when the grace period is already spent.
+const CLOSE_AT_LEAST: Duration = Duration::from_secs(1);
+
 /// Readiness off, wait out the drain delay while still serving, stop accepting, then give
-/// in-flight requests, and the keyed creates that outlived theirs, the grace period.
+/// in-flight requests, and the keyed creates that outlived theirs, the grace period. Returns
+/// the grace period's deadline.
 async fn drain(
     health: &Health,
     cfg: &ShutdownSettings,
     stop: &CancellationToken,
     servers: [JoinHandle<()>; 2],
     tasks: &TaskTracker,
-) {
+) -> tokio::time::Instant {
     health.start_draining();
     tracing::info!(
         drain_delay = %humantime::format_duration(cfg.drain_delay),
@@ -270,6 +282,7 @@ async fn drain(
             );
         }
     }
+    grace
 }
 
 /// Brings the schema up to date (or, with `migrate_on_start = false`, waits until someone else
