@@ -148,8 +148,8 @@ fn stacks(settings: &Settings, health: &Arc<Health>) -> (Stack, Stack) {
     off.log.access = false;
     off.telemetry.http_metrics = false;
     (
-        Stack::new(settings, Arc::clone(health)),
-        Stack::new(&off, Arc::clone(health)),
+        Stack::new(settings, Arc::clone(health)).expect("stack"),
+        Stack::new(&off, Arc::clone(health)).expect("stack"),
     )
 }
 

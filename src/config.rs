@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod layers;
 mod print;
+mod rate_limit;
 mod reader;
 mod values;
 
@@ -21,6 +22,7 @@ pub use api::ApiSettings;
 pub use auth::AuthSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
+pub use rate_limit::{Fallback, LimitBackend, RateLimitSettings, RedisSettings, RedisUrl};
 pub use values::{Backend, DatabaseUrl, redact_url};
 
 use reader::Reader;
@@ -167,21 +169,6 @@ pub enum LogFormat {
     Json,
     /// Human-readable, coloured when on a terminal.
     Pretty,
-}
-
-/// `[rate_limit]`.
-#[derive(Debug, Clone)]
-pub struct RateLimitSettings {
-    /// Limit at all.
-    pub enabled: bool,
-    /// Refuse (true) or only count (false).
-    pub enforce: bool,
-    /// IPv6 key prefix length.
-    pub ipv6_prefix: u8,
-    /// Idle-key eviction period.
-    pub eviction_interval: Duration,
-    /// The policies.
-    pub policies: crate::resilience::limiter::LimiterConfig,
 }
 
 /// `[circuit_breaker]`.
@@ -353,7 +340,7 @@ impl Settings {
             database: database(&mut r),
             log: log(&mut r),
             telemetry: telemetry(&mut r),
-            rate_limit: rate_limit(&mut r),
+            rate_limit: rate_limit::read(&mut r),
             circuit_breaker: circuit_breaker(&mut r),
             auth: auth::auth(&mut r),
             shutdown: shutdown(&mut r),
@@ -383,18 +370,8 @@ fn server(r: &mut Reader<'_>) -> ServerSettings {
     let request_timeout = r.positive_duration("server.request_timeout");
     let header_read_timeout = r.positive_duration("server.header_read_timeout");
     let keep_alive_timeout = r.positive_duration("server.keep_alive_timeout");
-    let max_connections = r.count("server.max_connections");
-    r.check(
-        "server.max_connections",
-        max_connections >= 1,
-        "must be at least 1",
-    );
-    let max_in_flight = r.count("server.max_in_flight");
-    r.check(
-        "server.max_in_flight",
-        max_in_flight >= 1,
-        "must be at least 1",
-    );
+    let max_connections = r.positive_count("server.max_connections");
+    let max_in_flight = r.positive_count("server.max_in_flight");
     let trusted_proxies = r.cidrs("server.trusted_proxies");
     ServerSettings {
         host: host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -416,12 +393,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
         "a sqlite:// or postgres:// URL",
         DatabaseUrl::parse,
     );
-    let max_connections = r.count("database.max_connections");
-    r.check(
-        "database.max_connections",
-        max_connections >= 1,
-        "must be at least 1",
-    );
+    let max_connections = r.positive_count("database.max_connections");
     let min_connections = r.count("database.min_connections");
     r.check(
         "database.min_connections",
@@ -433,12 +405,7 @@ fn database(r: &mut Reader<'_>) -> DatabaseSettings {
     let migrate_on_start = r.get("database.migrate_on_start");
     let health_timeout = r.positive_duration("database.health_timeout");
     let statement_timeout = r.positive_duration("database.statement_timeout");
-    let write_queue = r.count("database.write_queue");
-    r.check(
-        "database.write_queue",
-        write_queue >= 1,
-        "must be at least 1",
-    );
+    let write_queue = r.positive_count("database.write_queue");
     let sqlite_synchronous = r.parsed(
         "database.sqlite_synchronous",
         "one of \"off\", \"normal\", \"full\", \"extra\"",
@@ -564,12 +531,7 @@ fn telemetry(r: &mut Reader<'_>) -> TelemetrySettings {
     });
     let headers = pairs(r, "telemetry.otlp.headers").into_iter().collect();
     let timeout = r.positive_duration("telemetry.otlp.timeout");
-    let max_queue_size = r.count("telemetry.otlp.max_queue_size");
-    r.check(
-        "telemetry.otlp.max_queue_size",
-        max_queue_size >= 1,
-        "must be at least 1",
-    );
+    let max_queue_size = r.positive_count("telemetry.otlp.max_queue_size");
     let export_interval = r.positive_duration("telemetry.otlp.export_interval");
     TelemetrySettings {
         service_name,
@@ -595,60 +557,6 @@ const PROTOCOLS: &str = "\"http/protobuf\" or \"grpc\"";
 const PROTOCOLS: &str =
     "\"http/protobuf\" (\"grpc\" needs a binary built with --features otlp-grpc)";
 
-fn budget(
-    r: &mut Reader<'_>,
-    rate_key: &'static str,
-    burst_key: &'static str,
-) -> Option<crate::resilience::limiter::Budget> {
-    let rate_per_second = r.float(rate_key);
-    let burst = r.count(burst_key);
-    r.check(
-        rate_key,
-        rate_per_second.is_finite() && (rate_per_second > 0.0 || burst == 0),
-        "must be a positive number of requests per second",
-    );
-    (burst > 0 && rate_per_second > 0.0).then_some(crate::resilience::limiter::Budget {
-        rate_per_second,
-        burst,
-    })
-}
-
-fn rate_limit(r: &mut Reader<'_>) -> RateLimitSettings {
-    let enabled = r.get("rate_limit.enabled");
-    let enforce = r.get("rate_limit.enforce");
-    let ipv6_prefix = r.count("rate_limit.ipv6_prefix");
-    r.check(
-        "rate_limit.ipv6_prefix",
-        ipv6_prefix <= 128,
-        "must be from 0 to 128",
-    );
-    let eviction_interval = r.positive_duration("rate_limit.eviction_interval");
-    let policies = crate::resilience::limiter::LimiterConfig {
-        global: budget(
-            r,
-            "rate_limit.global.rate_per_second",
-            "rate_limit.global.burst",
-        ),
-        per_client: budget(
-            r,
-            "rate_limit.per_client.rate_per_second",
-            "rate_limit.per_client.burst",
-        ),
-        writes: budget(
-            r,
-            "rate_limit.writes.rate_per_second",
-            "rate_limit.writes.burst",
-        ),
-    };
-    RateLimitSettings {
-        enabled,
-        enforce,
-        ipv6_prefix: u8::try_from(ipv6_prefix.min(128)).unwrap_or(64),
-        eviction_interval,
-        policies,
-    }
-}
-
 fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
     let percent = |r: &mut Reader<'_>, key: &'static str| {
         let v = r.float(key);
@@ -660,15 +568,9 @@ fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
         v
     };
     let enabled = r.get("circuit_breaker.enabled");
-    let window = r.count("circuit_breaker.window");
-    r.check("circuit_breaker.window", window >= 1, "must be at least 1");
+    let window = r.positive_count("circuit_breaker.window");
     let failure_rate_threshold = percent(r, "circuit_breaker.failure_rate_threshold");
-    let minimum_calls = r.count("circuit_breaker.minimum_calls");
-    r.check(
-        "circuit_breaker.minimum_calls",
-        minimum_calls >= 1,
-        "must be at least 1",
-    );
+    let minimum_calls = r.positive_count("circuit_breaker.minimum_calls");
     let slow_call_duration = r.positive_duration("circuit_breaker.slow_call_duration");
     let slow_call_rate_threshold = percent(r, "circuit_breaker.slow_call_rate_threshold");
     let open_wait = r.positive_duration("circuit_breaker.open_wait");
@@ -684,12 +586,7 @@ fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
         open_wait_max >= open_wait,
         "must not be shorter than circuit_breaker.open_wait",
     );
-    let half_open_calls = r.count("circuit_breaker.half_open_calls");
-    r.check(
-        "circuit_breaker.half_open_calls",
-        half_open_calls >= 1,
-        "must be at least 1",
-    );
+    let half_open_calls = r.positive_count("circuit_breaker.half_open_calls");
     BreakerSettings {
         enabled,
         config: crate::resilience::breaker::BreakerConfig {

@@ -48,11 +48,12 @@ use axum::response::Response;
 use tower::util::MapResponseLayer;
 
 use crate::auth::keys::KeyStore;
-use crate::config::Settings;
+use crate::config::{LimitBackend, Settings};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::client_ip::ClientIp;
 use crate::resilience::in_flight::Slots;
 use crate::resilience::limiter::Limiter;
+use crate::resilience::redis_limiter::RedisLimiter;
 use crate::state::Health;
 
 /// The layers of both listeners, with the state they share: one per process.
@@ -69,25 +70,30 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The layers the settings ask for. Build it after the metrics recorder is installed
-    /// (counters bind to it).
-    pub fn new(settings: &Settings, health: Arc<Health>) -> Self {
+    /// The layers the settings ask for. Build it inside the Tokio runtime, after the metrics
+    /// recorder is installed (counters bind to it). Fails only on a Redis URL its client
+    /// refuses.
+    pub fn new(settings: &Settings, health: Arc<Health>) -> Result<Self, String> {
         let rl = &settings.rate_limit;
-        let rate_limit = rl.enabled.then(|| {
-            rate_limit::RateLimit::new(
-                Limiter::new(&rl.policies),
+        let rate_limit = rl.enabled.then(|| -> Result<_, String> {
+            let buckets = match rl.backend {
+                LimitBackend::Local => rate_limit::Buckets::Local(Limiter::new(&rl.policies)),
+                LimitBackend::Redis => rate_limit::Buckets::Redis(Box::new(RedisLimiter::new(
+                    &rl.policies,
+                    &rl.redis,
+                )?)),
+            };
+            Ok(rate_limit::RateLimit::new(
+                buckets,
                 ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix),
                 rl.enforce,
-            )
+            ))
         });
+        let rate_limit = rate_limit.transpose()?;
         let cb = &settings.circuit_breaker;
-        let breaker: Option<Arc<Breaker>> = cb.enabled.then(|| {
-            circuit_breaker::MetricsObserver::register();
-            Breaker::new(
-                cb.config.clone(),
-                Box::new(circuit_breaker::MetricsObserver),
-            )
-        });
+        let breaker: Option<Arc<Breaker>> = cb
+            .enabled
+            .then(|| Breaker::new(cb.config.clone(), Box::new(circuit_breaker::register())));
         let keys = settings
             .auth
             .enabled
@@ -102,7 +108,7 @@ impl Stack {
             .http_metrics
             .then(http_metrics::HttpMetrics::new);
         let exported = crate::context::exporting();
-        Self {
+        Ok(Self {
             guards: Arc::new(guard::Guards {
                 rate_limit,
                 breaker,
@@ -115,7 +121,7 @@ impl Stack {
             keys,
             v1: Arc::new(deprecation::V1Headers::new(&settings.api)),
             body_limit: settings.server.body_limit,
-        }
+        })
     }
 
     /// A version's order routes behind the guards (and, with authentication on, the

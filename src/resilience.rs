@@ -6,3 +6,4 @@ pub mod breaker;
 pub mod client_ip;
 pub mod in_flight;
 pub mod limiter;
+pub mod redis_limiter;

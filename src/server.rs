@@ -42,7 +42,7 @@ impl Server {
         let ops = TcpListener::bind((host, settings.server.ops_port)).await?;
         let metrics = crate::telemetry::metrics::install().map_err(std::io::Error::other)?;
         let health = Arc::new(Health::new(settings.database.health_timeout));
-        let stack = Stack::new(&settings, health.clone());
+        let stack = Stack::new(&settings, health.clone()).map_err(std::io::Error::other)?;
         let state = AppState::new(
             store,
             &settings,

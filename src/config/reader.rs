@@ -83,6 +83,13 @@ impl<'a> Reader<'a> {
         self.whole_number(key, "a whole number")
     }
 
+    /// A whole number of at least 1.
+    pub(super) fn positive_count(&mut self, key: &'static str) -> u32 {
+        let n = self.count(key);
+        self.check(key, n >= 1, "must be at least 1");
+        n
+    }
+
     fn whole_number<T: TryFrom<u64> + Default>(&mut self, key: &'static str, expected: &str) -> T {
         self.read.insert(key);
         let n = self.sources.figment.extract_inner_lossy::<u64>(key).ok();

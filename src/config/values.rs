@@ -122,8 +122,9 @@ pub fn redact_pairs(s: &str) -> String {
 }
 
 /// Settings holding URLs that may carry credentials.
-const URL_KEYS: [&str; 3] = [
+const URL_KEYS: [&str; 4] = [
     "database.url",
+    "rate_limit.redis.url",
     "telemetry.otlp.endpoint",
     "telemetry.otlp.traces_endpoint",
 ];

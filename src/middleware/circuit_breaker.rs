@@ -11,11 +11,12 @@
 
 use std::sync::Arc;
 
-use metrics::{counter, gauge};
+use metrics::counter;
 
-use crate::resilience::breaker::{Breaker, Observer, Permit, Rejected, State as BreakerState};
+use crate::resilience::breaker::metrics::MetricsObserver;
+use crate::resilience::breaker::{Breaker, Permit, Rejected};
 use crate::store::reach::Reach;
-use crate::telemetry::metrics::{BREAKER_CALLS, BREAKER_STATE, BREAKER_TRANSITIONS};
+use crate::telemetry::metrics::BREAKER_CALLS;
 
 /// The breaker's name in metrics.
 pub const NAME: &str = "database";
@@ -23,47 +24,13 @@ pub const NAME: &str = "database";
 /// The `outcome` label values of `circuit_breaker_calls_total`.
 pub const OUTCOMES: [&str; 5] = ["success", "failure", "slow", "rejected", "ignored"];
 
-/// Publishes transitions as metrics and log lines.
-pub struct MetricsObserver;
-
-impl MetricsObserver {
-    /// Sets every series to its starting value.
-    pub fn register() {
-        gauge!(BREAKER_STATE, "breaker" => NAME).set(BreakerState::Closed.gauge());
-        for outcome in OUTCOMES {
-            counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => outcome).absolute(0);
-        }
-        for (from, to) in [
-            ("closed", "open"),
-            ("open", "half_open"),
-            ("half_open", "open"),
-            ("half_open", "closed"),
-        ] {
-            counter!(BREAKER_TRANSITIONS, "breaker" => NAME, "from" => from, "to" => to)
-                .absolute(0);
-        }
+/// Starts the database breaker's series: state and transitions (under [`NAME`]) and every
+/// call outcome at zero; returns the observer that keeps them.
+pub fn register() -> MetricsObserver {
+    for outcome in OUTCOMES {
+        counter!(BREAKER_CALLS, "breaker" => NAME, "outcome" => outcome).absolute(0);
     }
-}
-
-impl Observer for MetricsObserver {
-    fn transition(&self, from: BreakerState, to: BreakerState) {
-        gauge!(BREAKER_STATE, "breaker" => NAME).set(to.gauge());
-        counter!(BREAKER_TRANSITIONS, "breaker" => NAME, "from" => from.as_str(), "to" => to.as_str())
-            .increment(1);
-        match to {
-            BreakerState::Open => tracing::warn!(
-                breaker = NAME,
-                from = from.as_str(),
-                "circuit breaker opened"
-            ),
-            _ => tracing::info!(
-                breaker = NAME,
-                from = from.as_str(),
-                to = to.as_str(),
-                "circuit breaker changed state"
-            ),
-        }
-    }
+    MetricsObserver::register(NAME)
 }
 
 /// Counts a call by its outcome, through handles registered once (a lookup by labels per

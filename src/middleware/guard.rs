@@ -31,7 +31,7 @@ use metrics::counter;
 use tower::{Layer, Service};
 
 use super::circuit_breaker::Call;
-use super::rate_limit::RateLimit;
+use super::rate_limit::{Check, Checked, RateLimit};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::in_flight::{Slot, Slots};
@@ -92,10 +92,45 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self.guards.rate_limit.as_ref().map(|rl| rl.check(&req)) {
+            None => self.admit(req, None),
+            Some(Check::Now(limited)) => self.admit(req, limited),
+            // Buckets in Redis: the rest waits for its answer.
+            Some(Check::Ask(client, write)) => {
+                let clone = self.inner.clone();
+                let mut this = Self {
+                    inner: std::mem::replace(&mut self.inner, clone),
+                    guards: self.guards.clone(),
+                };
+                Either::Right(Box::pin(async move {
+                    let limited = match &this.guards.rate_limit {
+                        Some(rl) => rl.ask(client, write).await,
+                        None => None,
+                    };
+                    match this.admit(req, limited) {
+                        Either::Left(refused) => refused.await,
+                        Either::Right(served) => served.await,
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl<S> GuardService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// Everything after the rate limit, with its verdict.
+    fn admit(
+        &mut self,
+        mut req: Request,
+        limited: Option<Checked>,
+    ) -> <Self as Service<Request>>::Future {
         let g = &self.guards;
         let refuse = |res: Response| Either::Left(ready(Ok(res)));
-        let limited = g.rate_limit.as_ref().and_then(|rl| rl.check(&req));
         if let (Some(rl), Some(checked)) = (&g.rate_limit, &limited)
             && let Some(refusal) = rl.refusal(checked)
         {

@@ -3,6 +3,8 @@
 //! policies, with `Retry-After`. In shadow mode refusals are only counted.
 //! Requests with a valid API key share that key's buckets from any address; all others are
 //! counted by address, so a client guessing keys spends its own address's budget.
+//! The buckets live in this process ([`Limiter`]) or in Redis ([`RedisLimiter`]); only the
+//! latter's check has to wait.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -16,13 +18,33 @@ use crate::auth::KeyIndex;
 use crate::error::ApiError;
 use crate::resilience::client_ip::{ClientIp, ClientKey};
 use crate::resilience::limiter::{Decision, Limiter};
+use crate::resilience::redis_limiter::RedisLimiter;
 use crate::telemetry::metrics::{RATE_LIMIT_DECISIONS, RATE_LIMIT_KEYS};
+
+/// Where the buckets live (`rate_limit.backend`).
+#[derive(Debug)]
+pub enum Buckets {
+    /// In this process.
+    Local(Limiter),
+    /// In Redis, shared by every replica.
+    Redis(Box<RedisLimiter>),
+}
+
+impl Buckets {
+    /// The in-process limiter: the only one, or Redis's local fallback.
+    fn local(&self) -> &Limiter {
+        match self {
+            Self::Local(l) => l,
+            Self::Redis(r) => r.fallback_limiter(),
+        }
+    }
+}
 
 /// What the layer needs.
 #[derive(Debug)]
 pub struct RateLimit {
     /// The buckets.
-    pub limiter: Limiter,
+    pub buckets: Buckets,
     /// Who the client is.
     pub clients: ClientIp,
     /// Refuse, or only count.
@@ -41,8 +63,9 @@ impl RateLimit {
     /// The layer's state, with every decision series of the active policies started at zero
     /// (so rates and alerts have a series before the first refusal) and the key counts
     /// published. Build it after the metrics recorder is installed.
-    pub fn new(limiter: Limiter, clients: ClientIp, enforce: bool) -> Self {
-        let counters = limiter
+    pub fn new(buckets: Buckets, clients: ClientIp, enforce: bool) -> Self {
+        let counters = buckets
+            .local()
             .policies()
             .into_iter()
             .map(|policy| {
@@ -54,7 +77,7 @@ impl RateLimit {
             })
             .collect();
         let limit = Self {
-            limiter,
+            buckets,
             clients,
             enforce,
             counters,
@@ -66,7 +89,7 @@ impl RateLimit {
 
     /// Drops idle clients and publishes the key counts; run it on a timer.
     pub fn evict(&self) {
-        for (policy, keys) in self.limiter.evict() {
+        for (policy, keys) in self.buckets.local().evict() {
             gauge!(RATE_LIMIT_KEYS, "policy" => policy).set(keys as f64);
         }
     }
@@ -111,18 +134,44 @@ pub struct Checked {
     write: bool,
 }
 
+/// A request's verdict, or what Redis must be asked for it.
+#[derive(Debug)]
+pub enum Check {
+    /// Decided in process (`None`: a request with no client, in process, is not limited).
+    Now(Option<Checked>),
+    /// To be decided by [`RateLimit::ask`].
+    Ask(ClientKey, bool),
+}
+
 impl RateLimit {
-    /// Takes the request's tokens (all of them, or none); `None` for a request with no client
-    /// (in process).
-    pub fn check(&self, req: &Request) -> Option<Checked> {
-        let client = self.client(req)?;
+    /// Takes the request's tokens (all of them, or none) when the buckets are in process.
+    pub fn check(&self, req: &Request) -> Check {
+        let Some(client) = self.client(req) else {
+            return Check::Now(None);
+        };
         let write = matches!(
             *req.method(),
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
-        let decision = self.limiter.check(client, write);
+        match &self.buckets {
+            Buckets::Local(limiter) => {
+                Check::Now(Some(self.counted(limiter.check(client, write), write)))
+            }
+            Buckets::Redis(_) => Check::Ask(client, write),
+        }
+    }
+
+    /// Takes the request's tokens in Redis (or from the fallback).
+    pub async fn ask(&self, client: ClientKey, write: bool) -> Option<Checked> {
+        let Buckets::Redis(redis) = &self.buckets else {
+            return Some(self.counted(self.buckets.local().check(client, write), write));
+        };
+        Some(self.counted(redis.check(client, write).await, write))
+    }
+
+    fn counted(&self, decision: Decision, write: bool) -> Checked {
         self.count(&decision);
-        Some(Checked { decision, write })
+        Checked { decision, write }
     }
 
     /// The 429 of a refused request, when refusals are enforced.

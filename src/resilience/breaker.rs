@@ -418,5 +418,6 @@ fn phase_state(phase: &Phase) -> State {
     }
 }
 
+pub mod metrics;
 #[cfg(test)]
 mod tests;

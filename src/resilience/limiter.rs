@@ -45,6 +45,25 @@ pub struct LimiterConfig {
     pub writes: Option<Budget>,
 }
 
+impl LimiterConfig {
+    /// Every budget split `n` ways (rate ÷ n, burst ÷ n rounded down but at least 1): what one
+    /// of `n` replicas may allow on its own so that together they stay near the whole budget.
+    pub fn divided_by(&self, n: u32) -> Self {
+        let n = n.max(1);
+        let split = |b: Option<Budget>| {
+            b.map(|b| Budget {
+                rate_per_second: b.rate_per_second / f64::from(n),
+                burst: (b.burst / n).max(1),
+            })
+        };
+        Self {
+            global: split(self.global),
+            per_client: split(self.per_client),
+            writes: split(self.writes),
+        }
+    }
+}
+
 /// One policy's verdict, with the values for the `RateLimit` header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDecision {
@@ -153,24 +172,59 @@ fn ceil_secs(nanos: u64) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 1_000)
 }
 
-/// A policy's arithmetic and how it reports.
-#[derive(Debug)]
-struct Policy<S> {
-    name: &'static str,
+/// One policy's arithmetic and how it reports, without its state: what a limiter that keeps
+/// its buckets elsewhere (in Redis) shares with this one.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// `global`, `per-client` or `writes`.
+    pub name: &'static str,
+    /// Whether each client has a bucket of its own (`global` is one bucket).
+    pub keyed: bool,
     burst: u32,
     gcra: Gcra,
-    state: S,
 }
 
-impl<S> Policy<S> {
-    fn new(name: &'static str, budget: Option<Budget>, state: impl FnOnce() -> S) -> Option<Self> {
+impl Rule {
+    fn new(name: &'static str, budget: Option<Budget>) -> Option<Self> {
         let budget = budget?;
         Some(Self {
             name,
+            keyed: name != "global",
             burst: budget.burst,
             gcra: Gcra::new(budget)?,
-            state: state(),
         })
+    }
+
+    /// The emission interval and the capacity (burst × interval) in whole microseconds, at
+    /// least one: the units of a bucket kept in Redis, whose Lua numbers are exact only up to
+    /// 2^53 (microseconds since 1970 fit, nanoseconds do not).
+    pub fn micros(&self) -> (u64, u64) {
+        let interval = self.gcra.interval.div_ceil(1_000).max(1);
+        (interval, interval.saturating_mul(u64::from(self.burst)))
+    }
+
+    /// The verdict of an admitted request, from how far the bucket's TAT is ahead of now in
+    /// microseconds (as a Redis bucket reports it).
+    pub fn admitted_micros(&self, ahead: u64) -> PolicyDecision {
+        let (interval, capacity) = self.micros();
+        self.with_gcra(Gcra { interval, capacity })
+            .report(ahead.saturating_mul(1_000), 0)
+    }
+
+    /// The verdict of a refused request that could pass in `wait` microseconds.
+    pub fn refused_micros(&self, wait: u64) -> PolicyDecision {
+        self.refusal(wait.saturating_mul(1_000))
+    }
+
+    /// The same rule over a GCRA in nanoseconds derived from microsecond figures.
+    fn with_gcra(self, micros: Gcra) -> Self {
+        Self {
+            gcra: Gcra {
+                interval: micros.interval.saturating_mul(1_000),
+                capacity: micros.capacity.saturating_mul(1_000),
+            },
+            ..self
+        }
     }
 
     /// The verdict for a bucket at `tat` (after the request, when admitted).
@@ -194,6 +248,30 @@ impl<S> Policy<S> {
             reset: ceil_secs(wait).max(1),
             allowed: false,
         }
+    }
+}
+
+/// A rule with the state of its bucket(s).
+#[derive(Debug)]
+struct Policy<S> {
+    rule: Rule,
+    state: S,
+}
+
+impl<S> Policy<S> {
+    fn new(name: &'static str, budget: Option<Budget>, state: impl FnOnce() -> S) -> Option<Self> {
+        Some(Self {
+            rule: Rule::new(name, budget)?,
+            state: state(),
+        })
+    }
+}
+
+impl<S> std::ops::Deref for Policy<S> {
+    type Target = Rule;
+
+    fn deref(&self) -> &Rule {
+        &self.rule
     }
 }
 
@@ -373,6 +451,15 @@ impl Limiter {
             });
         }
         Decision { policies }
+    }
+
+    /// The rules that apply to a request (writes only when `write`), in order global,
+    /// per-client, writes.
+    pub fn rules(&self, write: bool) -> Vec<Rule> {
+        let writes = self.writes.as_ref().filter(|_| write);
+        let keyed = [self.per_client.as_ref(), writes].into_iter().flatten();
+        let global = self.global.as_ref().map(|p| p.rule);
+        global.into_iter().chain(keyed.map(|p| p.rule)).collect()
     }
 
     /// The names of the active policies.

@@ -35,6 +35,10 @@ pub const DB_ERRORS: &str = "db_errors_total";
 pub const DB_WRITE_BATCH: &str = "db_write_batch_size";
 /// The buckets of [`DB_WRITE_BATCH`]: powers of two up to the largest batch.
 pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// The buckets of [`RATE_LIMIT_REDIS_DURATION`]: a call's budget is a few milliseconds.
+pub const REDIS_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
 /// Orders created, by currency.
 pub const ORDERS_CREATED: &str = "orders_created_total";
 /// Status changes, by from and to.
@@ -59,6 +63,14 @@ pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "http_connections_timed_out_total";
 pub const RATE_LIMIT_DECISIONS: &str = "rate_limit_decisions_total";
 /// Clients currently tracked, by policy.
 pub const RATE_LIMIT_KEYS: &str = "rate_limit_keys";
+/// Redis rate-limit calls: how long each took, whatever its result.
+pub const RATE_LIMIT_REDIS_DURATION: &str = "rate_limit_redis_duration_seconds";
+/// Redis rate-limit calls that failed, by kind (`timeout`, `connection`, `response`).
+pub const RATE_LIMIT_REDIS_ERRORS: &str = "rate_limit_redis_errors_total";
+/// Requests decided with `rate_limit.backend = "redis"`, by who decided (`redis`, `fallback`).
+pub const RATE_LIMIT_BACKEND_DECISIONS: &str = "rate_limit_backend_decisions_total";
+/// 1 while the Redis breaker is not closed (the fallback decides), else 0.
+pub const RATE_LIMIT_FALLBACK_ACTIVE: &str = "rate_limit_fallback_active";
 /// Breaker state: 0 closed, 1 open, 2 half-open.
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 /// Breaker state changes, by from and to.
@@ -94,6 +106,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 )
                 .map_err(|e| e.to_string())?
                 .set_buckets_for_metric(Matcher::Full(DB_WRITE_BATCH.into()), &BATCH_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(RATE_LIMIT_REDIS_DURATION.into()),
+                    &REDIS_BUCKETS,
+                )
                 .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
@@ -169,6 +186,23 @@ fn describe() {
     describe_gauge!(
         RATE_LIMIT_KEYS,
         "Clients tracked by each keyed rate-limit policy"
+    );
+    describe_histogram!(
+        RATE_LIMIT_REDIS_DURATION,
+        Unit::Seconds,
+        "Redis rate-limit call time, whatever the result"
+    );
+    describe_counter!(
+        RATE_LIMIT_REDIS_ERRORS,
+        "Failed Redis rate-limit calls by kind"
+    );
+    describe_counter!(
+        RATE_LIMIT_BACKEND_DECISIONS,
+        "Rate-limit decisions of the redis backend, by who decided"
+    );
+    describe_gauge!(
+        RATE_LIMIT_FALLBACK_ACTIVE,
+        "1 while Redis rate limiting is replaced by its fallback"
     );
     describe_gauge!(
         BREAKER_STATE,

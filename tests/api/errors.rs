@@ -139,7 +139,7 @@ async fn panics_become_500_without_internals() {
         settings.database.health_timeout,
     ));
     health.set_schema(Ok(()));
-    let stack = orders_api::middleware::Stack::new(&settings, health);
+    let stack = orders_api::middleware::Stack::new(&settings, health).expect("stack");
     let app = stack
         .api(stack.guarded(router))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -65,18 +65,33 @@ impl Backend {
 
 /// The PostgreSQL admin URL, or `None` with a printed notice; under `CI=true` its absence fails.
 pub fn postgres_admin_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
+    service_url(
+        "TEST_DATABASE_URL",
+        "PostgreSQL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
+}
+
+/// The Redis URL for tests, or `None` with a printed notice; under `CI=true` its absence
+/// fails.
+pub fn redis_url() -> Option<String> {
+    service_url("TEST_REDIS_URL", "Redis", "redis://127.0.0.1:6379")
+}
+
+/// The URL of a service in `var`: without it a test is skipped with a notice, but never
+/// under `CI=true`.
+fn service_url(var: &str, service: &str, example: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "TEST_DATABASE_URL must be set when CI=true: PostgreSQL tests may not be skipped"
+                "{var} must be set when CI=true: {service} tests may not be skipped"
             );
             // Written past the test harness's capture so that the skip is visible.
             let _ = writeln!(
                 std::io::stderr(),
-                "NOTICE: PostgreSQL test skipped: set TEST_DATABASE_URL \
-                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+                "NOTICE: {service} test skipped: set {var} (e.g. {example})"
             );
             None
         }

@@ -18,6 +18,7 @@ mod idempotency;
 mod openapi;
 mod orders;
 mod process;
+mod redis_limits;
 mod resilience;
 mod rollout;
 mod telemetry;
