@@ -3,8 +3,9 @@
 
 .ci/deploy-checks validates each kind of file differently:
   builtin    built-in Kubernetes kinds, for kubernetes-validate --strict;
-  kustomize  Kustomization files, not validated as manifests (their directories are rendered
-             with `kubectl kustomize`, and the result validated);
+  kustomize  Kustomization and Component files, not validated as manifests (their directories
+             are rendered with `kubectl kustomize`, a component through the overlays that use
+             it, and the result validated);
   crd        Prometheus Operator resources (monitoring.coreos.com), which kubernetes-validate has
              no schema for: checked structurally instead.
 Every *.yaml / *.yml file must be YAML, not empty, with apiVersion and kind on every document, and
@@ -45,7 +46,7 @@ def sort_of(path):
     for d in docs:
         if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
             raise ManifestError(f"{path}: every document needs apiVersion and kind")
-        if d["kind"] == "Kustomization":
+        if d["kind"] in ("Kustomization", "Component"):
             sorts.add("kustomize")
         elif d["apiVersion"].startswith("monitoring.coreos.com/"):
             sorts.add("crd")
