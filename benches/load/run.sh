@@ -25,6 +25,9 @@
 #        otlp  like `on`, plus trace export (OTLP/HTTP) to a local receiver that decodes
 #              nothing (otlp_sink.py; the config is skipped if it does not start). The
 #              receiver runs on CPU 1, next to wrk.
+#        redis like `on`, with the rate limits in Redis at REDIS_URL (redis://127.0.0.1:6379;
+#              skipped with a notice when unreachable). Redis itself is not pinned: it takes its
+#              CPU time from whichever of the two cores it runs on.
 #      CONFIGS may also name "on" minus one layer, to attribute the cost: no_log, no_metrics,
 #      no_limit, no_breaker, no_auth (e.g. CONFIGS="on off no_log no_metrics").
 #      Each instance gets SEED orders, then for each scenario the instances are measured one
@@ -186,6 +189,20 @@ if [[ " $CONFIGS " == *" otlp "* ]]; then
     $otlp_ok || log "NOTICE: the local OTLP receiver did not start: config otlp skipped"
 fi
 
+# --- Redis, for the redis config ------------------------------------------------------------------
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+redis_ok=false
+if [[ " $CONFIGS " == *" redis "* ]]; then
+    redis_hostport=${REDIS_URL#redis://}
+    redis_hostport=${redis_hostport##*@}
+    redis_hostport=${redis_hostport%%/*}
+    if (exec 3<>"/dev/tcp/${redis_hostport%:*}/${redis_hostport##*:}") 2>/dev/null; then
+        redis_ok=true
+    else
+        log "NOTICE: Redis unreachable at $REDIS_URL: config redis skipped"
+    fi
+fi
+
 # --- instances -----------------------------------------------------------------------------------
 declare -A API_PORT OPS_PORT SPID IDLE_RSS
 start_instance() { # backend config index db_url
@@ -202,6 +219,8 @@ start_instance() { # backend config index db_url
         no_auth) extra=("${limits_high[@]}") ;;
         otlp) extra=("${limits_high[@]}" "${auth_on[@]}"
             OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT") ;;
+        redis) extra=("${limits_high[@]}" "${auth_on[@]}" APP_RATE_LIMIT__BACKEND=redis
+            APP_RATE_LIMIT__REDIS__URL="$REDIS_URL" APP_RATE_LIMIT__REDIS__KEY_PREFIX="load:$$:$idx:") ;;
     esac
     env "${base_env[@]}" "${extra[@]}" APP_SERVER__PORT=$api APP_SERVER__OPS_PORT=$ops \
         APP_DATABASE__URL="$url" taskset -c 0 "$BIN" serve \
@@ -284,6 +303,7 @@ for backend in $BACKENDS; do
     configs=()
     for cfg in $CONFIGS; do
         [[ $cfg == otlp && $otlp_ok == false ]] && continue
+        [[ $cfg == redis && $redis_ok == false ]] && continue
         configs+=("$cfg")
     done
     urls=()

@@ -1,13 +1,15 @@
 //! Rate limits shared by every replica: the same GCRA policies as [`Limiter`], with their
 //! buckets in Redis.
 //!
-//! - **One round trip per request.** One server-side script ([`SCRIPT`], by EVALSHA, and EVAL
-//!   when Redis answers NOSCRIPT) checks and takes every policy that applies, all or nothing,
-//!   on Redis's clock (`TIME`), so the replicas' clocks do not matter. Each key expires when
-//!   its bucket has refilled, so Redis memory is bounded by the clients active in one refill
-//!   time, whatever their number.
-//! - **Concurrent checks share connections.** Each of the `pool_size` connections multiplexes:
-//!   calls from every worker are pipelined on it, with no connection per request.
+//! - **One round trip per request, or less.** One server-side script ([`SCRIPT`], by EVALSHA,
+//!   and EVAL when Redis answers NOSCRIPT) checks and takes every policy that applies, all or
+//!   nothing, on Redis's clock (`TIME`), so the replicas' clocks do not matter. Each key
+//!   expires when its bucket has refilled, so Redis memory is bounded by the clients active in
+//!   one refill time, whatever their number.
+//! - **Concurrent checks are batched.** Each of the `pool_size` connections has a task that
+//!   takes every request waiting for it (up to [`MAX_BATCH`]) into one script call, which
+//!   decides them in order; requests that arrive meanwhile wait for the next call. Under load
+//!   a call serves many requests, so Redis runs one script per batch, not per request.
 //! - **Redis trouble is not an outage.** Every call has its own time budget
 //!   (`rate_limit.redis.timeout`) and runs behind a breaker of its own (`breaker="redis"`).
 //!   A call that fails, and every request while the breaker is open, is decided by the
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
+use tokio::sync::{mpsc, oneshot};
 
 use super::breaker::metrics::MetricsObserver;
 use super::breaker::{Breaker, BreakerConfig, Observer, State};
@@ -45,27 +48,43 @@ pub const BREAKER: &str = "redis";
 pub const ERROR_KINDS: [&str; 3] = ["timeout", "connection", "response"];
 
 /// Why a call to Redis gave no verdict.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum CallError {
-    /// Past the call's budget.
+    /// Past the call's budget (or its batch's), or the queue to Redis was full.
     Timeout,
-    /// A Redis or connection error.
-    Redis(RedisError),
-    /// A reply the script cannot have sent.
-    Reply(String),
+    /// The breaker is open: Redis is not asked until `.0` has passed.
+    Open(Duration),
+    /// A Redis or connection error, or a reply the script cannot have sent; `kind` is one of
+    /// [`ERROR_KINDS`].
+    Failed { kind: &'static str, message: String },
 }
 
 impl CallError {
+    fn redis(e: &RedisError) -> Self {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            "connection"
+        } else {
+            "response"
+        };
+        Self::Failed {
+            kind,
+            message: e.to_string(),
+        }
+    }
+
+    fn reply(what: String) -> Self {
+        Self::Failed {
+            kind: "response",
+            message: format!("unexpected script reply: {what}"),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
-            Self::Timeout => "timeout",
-            Self::Redis(e) if e.is_timeout() => "timeout",
-            Self::Redis(e)
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
-            {
-                "connection"
-            }
-            Self::Redis(_) | Self::Reply(_) => "response",
+            Self::Timeout | Self::Open(_) => "timeout",
+            Self::Failed { kind, .. } => kind,
         }
     }
 }
@@ -74,8 +93,8 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Timeout => f.write_str("no answer within rate_limit.redis.timeout"),
-            Self::Redis(e) => write!(f, "{e}"),
-            Self::Reply(r) => write!(f, "unexpected script reply: {r}"),
+            Self::Open(_) => f.write_str("the Redis breaker is open"),
+            Self::Failed { message, .. } => f.write_str(message),
         }
     }
 }
@@ -83,8 +102,11 @@ impl std::fmt::Display for CallError {
 /// Metric handles, registered once (a lookup by labels per request would hash them).
 #[derive(Debug)]
 struct Meters {
+    /// Per script call (one batch).
     duration: Histogram,
+    /// Per failed script call.
     errors: [Counter; 3],
+    /// Per request.
     by_redis: Counter,
     by_fallback: Counter,
 }
@@ -154,25 +176,48 @@ fn breaker_config(cfg: &RedisSettings) -> BreakerConfig {
 
 /// The limiter: see the module docs.
 pub struct RedisLimiter {
-    connections: Vec<ConnectionManager>,
+    /// One queue per connection, drained in batches by that connection's task.
+    queues: Vec<mpsc::Sender<Pending>>,
     next: AtomicUsize,
-    prefix: String,
+    script: Arc<Invocation>,
     timeout: Duration,
     open_wait: Duration,
-    /// The rules of a read and of a write, at the full budgets.
-    rules: [Vec<Rule>; 2],
-    breaker: Arc<Breaker>,
     fallback: Fallback,
     /// The `local` fallback's buckets, at budget ÷ `replicas_hint`.
     local: Limiter,
+}
+
+/// What every batch needs to make its script call: one call is one breaker call.
+#[derive(Debug)]
+struct Invocation {
+    prefix: String,
     sha: String,
+    /// The rules of a read and of a write, at the full budgets.
+    rules: [Vec<Rule>; 2],
+    timeout: Duration,
+    breaker: Arc<Breaker>,
     meters: Meters,
 }
+
+/// One request waiting for its batch.
+#[derive(Debug)]
+struct Pending {
+    client: ClientKey,
+    write: bool,
+    answer: oneshot::Sender<Result<Decision, CallError>>,
+}
+
+/// Requests in one script call, at most: enough to amortise the call, few enough that one
+/// slow batch holds few requests.
+pub const MAX_BATCH: usize = 64;
+
+/// Requests waiting per connection; past it a request is decided by the fallback at once.
+const QUEUE: usize = 1024;
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.script.prefix)
             .field("timeout", &self.timeout)
             .field("fallback", &self.fallback)
             .finish_non_exhaustive()
@@ -200,38 +245,31 @@ impl RedisLimiter {
             metrics: MetricsObserver::register(BREAKER),
             fallback: cfg.fallback,
         };
-        let limiter = Self {
-            connections,
-            next: AtomicUsize::new(0),
+        let script = Arc::new(Invocation {
             prefix: cfg.key_prefix.clone(),
+            sha: redis::Script::new(SCRIPT).get_hash().to_string(),
+            rules: [full.rules(false), full.rules(true)],
+            timeout: cfg.timeout,
+            breaker: Breaker::new(breaker_config(cfg), Box::new(observer)),
+            meters: Meters::register(),
+        });
+        let queues = connections
+            .into_iter()
+            .map(|conn| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(batches(conn, rx, script.clone()));
+                tx
+            })
+            .collect();
+        Ok(Self {
+            queues,
+            next: AtomicUsize::new(0),
+            script,
             timeout: cfg.timeout,
             open_wait: cfg.open_wait,
-            rules: [full.rules(false), full.rules(true)],
-            breaker: Breaker::new(breaker_config(cfg), Box::new(observer)),
             fallback: cfg.fallback,
             local: Limiter::new(&policies.divided_by(cfg.replicas_hint)),
-            sha: script_sha(),
-            meters: Meters::register(),
-        };
-        limiter.preload();
-        Ok(limiter)
-    }
-
-    /// Opens every connection and loads the script, so that the first requests neither pay
-    /// for the handshake nor see NOSCRIPT. Failures only delay that to the first call.
-    fn preload(&self) {
-        for mut conn in self.connections.iter().cloned() {
-            tokio::spawn(async move {
-                let loaded: Result<String, _> = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(SCRIPT)
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = loaded {
-                    tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet");
-                }
-            });
-        }
+        })
     }
 
     /// The local fallback's limiter (its idle keys need evicting like any other).
@@ -241,61 +279,45 @@ impl RedisLimiter {
 
     /// Takes a token from every policy that applies, or from none of them.
     pub async fn check(&self, client: ClientKey, write: bool) -> Decision {
-        let rules = &self.rules[usize::from(write)];
+        let rules = &self.script.rules[usize::from(write)];
         if rules.is_empty() {
             return Decision {
                 policies: Vec::new(),
             };
         }
-        let permit = match self.breaker.try_acquire() {
-            Ok(permit) => permit,
-            Err(open) => return self.fallback(client, write, rules, open.retry_after),
-        };
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.call(client, rules)).await {
+        let result = match tokio::time::timeout(self.timeout, self.ask(client, write)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(CallError::Timeout),
         };
-        self.meters.duration.record(started.elapsed().as_secs_f64());
-        match result.and_then(|reply| decide(rules, reply)) {
+        match result {
             Ok(decision) => {
-                permit.record(false);
-                self.meters.by_redis.increment(1);
+                self.script.meters.by_redis.increment(1);
                 decision
             }
-            Err(e) => {
-                permit.record(true);
-                let kind = e.kind();
-                if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
-                    self.meters.errors[i].increment(1);
-                }
-                tracing::debug!(error = %e, kind, "Redis rate-limit call failed");
-                self.fallback(client, write, rules, self.open_wait)
-            }
+            Err(CallError::Open(wait)) => self.fallback(client, write, rules, wait),
+            Err(_) => self.fallback(client, write, rules, self.open_wait),
         }
     }
 
-    /// One EVALSHA (and EVAL if Redis has lost the script) on the next connection.
-    async fn call(&self, client: ClientKey, rules: &[Rule]) -> Result<Value, CallError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        let mut conn = self.connections[index].clone();
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&self.sha);
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(SCRIPT);
-        for cmd in [&mut evalsha, &mut eval] {
-            script_args(cmd, &self.prefix, client, rules, None);
+    /// Queues the request on the next connection and waits for its batch's answer.
+    async fn ask(&self, client: ClientKey, write: bool) -> Result<Decision, CallError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending {
+            client,
+            write,
+            answer,
+        };
+        if self.queues[index].try_send(pending).is_err() {
+            return Err(CallError::Timeout);
         }
-        match evalsha.query_async::<Value>(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                eval.query_async(&mut conn).await.map_err(CallError::Redis)
-            }
-            other => other.map_err(CallError::Redis),
-        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(CallError::reply("the batch was dropped".into())))
     }
 
     fn fallback(&self, client: ClientKey, write: bool, rules: &[Rule], wait: Duration) -> Decision {
-        self.meters.by_fallback.increment(1);
+        self.script.meters.by_fallback.increment(1);
         match self.fallback {
             Fallback::Local => self.local.check(client, write),
             Fallback::Allow => Decision {
@@ -311,11 +333,6 @@ impl RedisLimiter {
     }
 }
 
-/// The SHA-1 Redis names the script by (what EVALSHA takes).
-fn script_sha() -> String {
-    redis::Script::new(SCRIPT).get_hash().to_string()
-}
-
 /// The bucket key of one policy for one client.
 pub fn bucket_key(prefix: &str, rule: &Rule, client: ClientKey) -> String {
     match (rule.keyed, client) {
@@ -325,53 +342,176 @@ pub fn bucket_key(prefix: &str, rule: &Rule, client: ClientKey) -> String {
     }
 }
 
-/// The script's keys and arguments for `rules` (after the script or its SHA): `now` in
-/// microseconds replaces Redis's clock, for tests.
-pub fn script_args(
-    cmd: &mut redis::Cmd,
-    prefix: &str,
-    client: ClientKey,
-    rules: &[Rule],
-    now: Option<u64>,
-) {
-    cmd.arg(rules.len());
-    for rule in rules {
-        cmd.arg(bucket_key(prefix, rule, client));
+/// One request's place in a script call: its bucket keys and their rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Whose buckets.
+    pub client: ClientKey,
+    /// The rules that apply, in order.
+    pub rules: &'a [Rule],
+}
+
+/// The script's keys and arguments for a batch of requests (after the script or its SHA):
+/// `now` in microseconds replaces Redis's clock, for tests.
+pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], now: Option<u64>) {
+    cmd.arg(batch.iter().map(|r| r.rules.len()).sum::<usize>());
+    for request in batch {
+        for rule in request.rules {
+            cmd.arg(bucket_key(prefix, rule, request.client));
+        }
     }
     match now {
         Some(now) => cmd.arg(now),
         None => cmd.arg(""),
     };
-    for rule in rules {
-        let (interval, capacity) = rule.micros();
-        cmd.arg(interval).arg(capacity);
+    cmd.arg(batch.len());
+    for request in batch {
+        cmd.arg(request.rules.len());
+        for rule in request.rules {
+            let (interval, capacity) = rule.micros();
+            cmd.arg(interval).arg(capacity);
+        }
     }
 }
 
-/// The decision a script reply stands for.
-fn decide(rules: &[Rule], reply: Value) -> Result<Decision, CallError> {
-    let numbers: Vec<i64> = redis::from_redis_value(reply.clone())
-        .map_err(|_| CallError::Reply(format!("{reply:?}")))?;
-    let bad = || CallError::Reply(format!("{numbers:?}"));
-    let [refused, wait, aheads @ ..] = numbers.as_slice() else {
-        return Err(bad());
-    };
-    if aheads.len() != rules.len() {
-        return Err(bad());
+/// A connection's task: takes every request waiting (up to [`MAX_BATCH`]), decides them in one
+/// script call (EVALSHA, then EVAL if Redis has lost the script), answers each, and repeats.
+/// While a call is out, new requests queue up for the next one. Ends with the limiter.
+async fn batches(
+    mut conn: ConnectionManager,
+    mut queue: mpsc::Receiver<Pending>,
+    script: Arc<Invocation>,
+) {
+    // Connect and load the script before the first request, so that it pays for neither the
+    // handshake nor a NOSCRIPT; failing here only delays both to the first call.
+    let loaded: Result<String, _> = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(SCRIPT)
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = loaded {
+        tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet");
     }
-    let refused = usize::try_from(*refused).map_err(|_| bad())?;
-    let micros = |n: i64| u64::try_from(n).unwrap_or(0);
-    let policies = rules
-        .iter()
-        .zip(aheads)
-        .enumerate()
-        .map(|(i, (rule, ahead))| {
-            if refused == i + 1 {
-                rule.refused_micros(micros(*wait))
-            } else {
-                rule.admitted_micros(micros(*ahead))
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Requests whose caller gave up (past its budget) are not worth a key.
+        batch.retain(|p: &Pending| !p.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let permit = match script.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(open) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.answer.send(Err(CallError::Open(open.retry_after)));
+                }
+                continue;
             }
-        })
-        .collect();
-    Ok(Decision { policies })
+        };
+        let started = Instant::now();
+        let requests: Vec<Request<'_>> = batch
+            .iter()
+            .map(|p| Request {
+                client: p.client,
+                rules: &script.rules[usize::from(p.write)],
+            })
+            .collect();
+        let result =
+            match tokio::time::timeout(script.timeout, call(&mut conn, &script, &requests)).await {
+                Ok(Ok(reply)) => decide(&requests, reply),
+                Ok(Err(e)) => Err(e),
+                Err(_elapsed) => Err(CallError::Timeout),
+            };
+        drop(requests);
+        script
+            .meters
+            .duration
+            .record(started.elapsed().as_secs_f64());
+        permit.record(result.is_err());
+        if let Err(e) = &result {
+            let kind = e.kind();
+            if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+                script.meters.errors[i].increment(1);
+            }
+            tracing::debug!(error = %e, kind, "Redis rate-limit call failed");
+        }
+        match result {
+            Ok(decisions) => {
+                for (pending, decision) in batch.drain(..).zip(decisions) {
+                    let _ = pending.answer.send(Ok(decision));
+                }
+            }
+            Err(e) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn call(
+    conn: &mut ConnectionManager,
+    script: &Invocation,
+    requests: &[Request<'_>],
+) -> Result<Value, CallError> {
+    let invocation = |command: &str, body: &str| {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(body);
+        script_args(&mut cmd, &script.prefix, requests, None);
+        cmd
+    };
+    match invocation("EVALSHA", &script.sha)
+        .query_async::<Value>(conn)
+        .await
+    {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            invocation("EVAL", SCRIPT)
+                .query_async(conn)
+                .await
+                .map_err(|e| CallError::redis(&e))
+        }
+        other => other.map_err(|e| CallError::redis(&e)),
+    }
+}
+
+/// The decisions a script reply stands for, one per request.
+fn decide(requests: &[Request<'_>], reply: Value) -> Result<Vec<Decision>, CallError> {
+    let numbers: Vec<i64> =
+        redis::from_redis_value(reply).map_err(|e| CallError::reply(e.to_string()))?;
+    let bad = || CallError::reply(format!("{} numbers", numbers.len()));
+    let micros = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut rest = numbers.as_slice();
+    let mut decisions = Vec::with_capacity(requests.len());
+    for request in requests {
+        let n = request.rules.len();
+        let Some((&[refused, wait], tail)) = rest.split_first_chunk::<2>() else {
+            return Err(bad());
+        };
+        if tail.len() < n {
+            return Err(bad());
+        }
+        let (aheads, tail) = tail.split_at(n);
+        rest = tail;
+        let refused = usize::try_from(refused).map_err(|_| bad())?;
+        let policies = request
+            .rules
+            .iter()
+            .zip(aheads)
+            .enumerate()
+            .map(|(i, (rule, ahead))| {
+                if refused == i + 1 {
+                    rule.refused_micros(micros(wait))
+                } else {
+                    rule.admitted_micros(micros(*ahead))
+                }
+            })
+            .collect();
+        decisions.push(Decision { policies });
+    }
+    if rest.is_empty() {
+        Ok(decisions)
+    } else {
+        Err(bad())
+    }
 }

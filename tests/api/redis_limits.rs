@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use orders_api::resilience::client_ip::ClientKey;
 use orders_api::resilience::limiter::{Budget, Limiter, LimiterConfig};
-use orders_api::resilience::redis_limiter::{SCRIPT, script_args};
+use orders_api::resilience::redis_limiter::{Request, SCRIPT, script_args};
 
-use crate::binary::{Running, eventually, http, start};
+use crate::binary::{Running, eventually, get_status, http, start};
 use crate::helpers::{metric, redis_url};
 
 fn prefix() -> String {
@@ -44,9 +44,18 @@ async fn take(
     write: bool,
     now: u64,
 ) -> Vec<i64> {
+    let rules = limiter.rules(write);
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(SCRIPT);
-    script_args(&mut cmd, prefix, client, &limiter.rules(write), Some(now));
+    script_args(
+        &mut cmd,
+        prefix,
+        &[Request {
+            client,
+            rules: &rules,
+        }],
+        Some(now),
+    );
     cmd.query_async(conn).await.expect("script")
 }
 
@@ -135,6 +144,69 @@ async fn a_refusal_spends_no_other_policy_and_keys_expire_at_full_refill() {
     assert_eq!(exists, 0);
 }
 
+/// A batch of requests in one script call is decided as the same requests one call each:
+/// in order, each seeing the tokens the ones before it took (here two share one client and
+/// every one shares `global`).
+#[tokio::test]
+async fn a_batch_decides_as_the_same_requests_one_by_one() {
+    let Some(url) = redis_url() else { return };
+    let mut conn = connect(&url).await;
+    let limiter = Limiter::new(&LimiterConfig {
+        global: budget(10.0, 3),
+        per_client: budget(1.0, 2),
+        writes: budget(1.0, 1),
+    });
+    let (reads, writes) = (limiter.rules(false), limiter.rules(true));
+    let batch: Vec<Request<'_>> = [
+        (1, &writes),
+        (1, &writes),
+        (1, &reads),
+        (2, &reads),
+        (3, &reads),
+    ]
+    .into_iter()
+    .map(|(n, rules)| Request {
+        client: ip(n),
+        rules,
+    })
+    .collect();
+    let now: u64 = 1_700_000_000_000_000;
+    let batched_prefix = prefix();
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(SCRIPT);
+    script_args(&mut cmd, &batched_prefix, &batch, Some(now));
+    let batched: Vec<i64> = cmd.query_async(&mut conn).await.unwrap();
+    let single_prefix = prefix();
+    let mut one_by_one = Vec::new();
+    for request in &batch {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SCRIPT);
+        script_args(
+            &mut cmd,
+            &single_prefix,
+            std::slice::from_ref(request),
+            Some(now),
+        );
+        let reply: Vec<i64> = cmd.query_async(&mut conn).await.unwrap();
+        one_by_one.extend(reply);
+    }
+    assert_eq!(batched, one_by_one);
+    // Admitted, refused by writes (client 1 has 1 write), admitted (a read), admitted, and
+    // refused by global (3 tokens taken).
+    let verdicts: Vec<i64> = {
+        let mut rest = batched.as_slice();
+        batch
+            .iter()
+            .map(|r| {
+                let (head, tail) = rest.split_at(2 + r.rules.len());
+                rest = tail;
+                head[0]
+            })
+            .collect()
+    };
+    assert_eq!(verdicts, [0, 3, 0, 0, 1]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real binary on the redis backend.
 
@@ -212,6 +284,9 @@ fn two_instances_share_one_budget_per_policy() {
     ];
     let a = instance(&url, &prefix, &limits);
     let b = instance(&url, &prefix, &limits);
+    for ops in [a.ops, b.ops] {
+        eventually("ready", || get_status(ops, "/readyz").ok() == Some(200));
+    }
     let both = [a.api, b.api];
 
     // Per-client: client 1 alternates; together the instances admit its burst of 4, once.
@@ -249,6 +324,13 @@ fn two_instances_share_one_budget_per_policy() {
         statuses.push(status);
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+
+    // Redis forgets the script (a restart, a failover, SCRIPT FLUSH): EVALSHA gets NOSCRIPT,
+    // and the instances send the script itself. Redis still decides (checked below).
+    let mut conn = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect to TEST_REDIS_URL");
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
 
     // Writes: client 2's POSTs, alternating; 2 created in all, then refused by `writes`.
     let posts: Vec<u16> = (0..3).map(|i| request(both[i % 2], "POST", 2).0).collect();
@@ -489,6 +571,7 @@ fn redis_cut_then_stalled_under_load_falls_back_and_recovers_without_a_5xx() {
             ("APP_SERVER__REQUEST_TIMEOUT", "5s"),
         ],
     );
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
     let load = Load::start(app.api, 4);
     let decided = |backend: &str| {
         value(
@@ -642,12 +725,18 @@ async fn memory_returns_to_its_baseline_after_200k_clients_once_buckets_refill()
     let (clients, batch) = (200_000u32, 2_000u32);
     let mut peak_keys = 0i64;
     for start in (0..clients).step_by(batch as usize) {
+        // 2,000 clients a round trip: 40 script calls of 50 requests, pipelined.
         let mut pipe = redis::pipe();
-        for n in start..start + batch {
-            let client = ClientKey::Ip(std::net::IpAddr::from((0x0a00_0000u32 + n).to_be_bytes()));
+        let requests: Vec<Request<'_>> = (start..start + batch)
+            .map(|n| Request {
+                client: ClientKey::Ip(std::net::IpAddr::from((0x0a00_0000u32 + n).to_be_bytes())),
+                rules: &rules,
+            })
+            .collect();
+        for chunk in requests.chunks(50) {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(&sha);
-            script_args(&mut cmd, "mem:", client, &rules, None);
+            script_args(&mut cmd, "mem:", chunk, None);
             pipe.add_command(cmd).ignore();
         }
         let () = pipe.query_async(&mut conn).await.unwrap();

@@ -1,20 +1,22 @@
--- GCRA over several buckets at once, all or nothing (orders-api rate limits in Redis).
+-- GCRA over several buckets at once, all or nothing, for a batch of requests (orders-api rate
+-- limits in Redis). Requests are decided in order, each seeing the ones before it.
 --
--- KEYS[i]     bucket i; its value is the bucket's theoretical arrival time (TAT), in
---             microseconds on Redis's clock.
--- ARGV[1]     now in microseconds, or "" to read Redis's clock (TIME). Only tests pass a
---             value, to run the arithmetic on a clock they control.
--- ARGV[2i]    bucket i's emission interval, in microseconds (at least 1).
--- ARGV[2i+1]  bucket i's capacity (burst x interval), in microseconds.
+-- ARGV[1]   now in microseconds, or "" to read Redis's clock (TIME). Only tests pass a value,
+--           to run the arithmetic on a clock they control.
+-- ARGV[2]   the number of requests.
+-- Then, per request: its number of buckets n, then per bucket its emission interval and its
+-- capacity (burst x interval), in microseconds. KEYS holds the requests' buckets in the same
+-- order: n keys per request. A bucket's value is its theoretical arrival time (TAT) in
+-- microseconds on Redis's clock; a missing key is a full bucket.
 --
--- The request is admitted only if every bucket admits it; then every TAT moves one interval
--- later and each key expires when its bucket has refilled completely (a missing key is a full
--- bucket). A refusal writes nothing.
+-- A request is admitted only if every one of its buckets admits it; then each of its TATs
+-- moves one interval later. A refusal changes nothing. Each key written expires when its
+-- bucket has refilled completely.
 --
--- Returns {refused, wait, ahead_1, ..., ahead_n}: refused is 0 when admitted, else the index
--- of the first bucket that refused and wait its microseconds until a request could pass;
--- ahead_i is how far bucket i's TAT is ahead of now (after the request, when admitted).
--- Numbers stay below 2^53, where Lua's doubles are exact.
+-- Returns, per request: refused, wait, ahead_1 .. ahead_n. refused is 0 when admitted, else
+-- the position of the first bucket that refused and wait its microseconds until a request
+-- could pass; ahead_i is how far bucket i's TAT is ahead of now (after the request, when
+-- admitted). Numbers stay below 2^53, where Lua's doubles are exact.
 if redis.replicate_commands then
   redis.replicate_commands()
 end
@@ -27,33 +29,48 @@ else
   now = tonumber(ARGV[1])
 end
 
-local n = #KEYS
-local tats = {}
-for i = 1, n do
-  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
-  if tat < now then
-    tat = now
-  end
-  tats[i] = tat
-end
-
-for i = 1, n do
-  local interval = tonumber(ARGV[2 * i])
-  local capacity = tonumber(ARGV[2 * i + 1])
-  local ahead = tats[i] + interval - now
-  if ahead > capacity then
-    local out = { i, ahead - capacity }
-    for j = 1, n do
-      out[j + 2] = tats[j] - now
+local tats = {}     -- key -> TAT, read at most once
+local written = {}  -- keys to write back: key -> true, and the keys in order at 1, 2, ...
+local out = {}
+local k, a = 1, 3   -- the next request's first KEYS and ARGV positions
+for _ = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for i = 0, n - 1 do
+    local key = KEYS[k + i]
+    if tats[key] == nil then
+      tats[key] = tonumber(redis.call('GET', key)) or 0
     end
-    return out
   end
+  local refused, wait = 0, 0
+  for i = 0, n - 1 do
+    local ahead = math.max(tats[KEYS[k + i]], now) + tonumber(ARGV[a + 2 * i]) - now
+    local capacity = tonumber(ARGV[a + 2 * i + 1])
+    if ahead > capacity then
+      refused, wait = i + 1, ahead - capacity
+      break
+    end
+  end
+  out[#out + 1] = refused
+  out[#out + 1] = wait
+  for i = 0, n - 1 do
+    local key = KEYS[k + i]
+    local tat = math.max(tats[key], now)
+    if refused == 0 then
+      tat = tat + tonumber(ARGV[a + 2 * i])
+      if written[key] == nil then
+        written[key] = true
+        written[#written + 1] = key
+      end
+      tats[key] = tat
+    end
+    out[#out + 1] = tat - now
+  end
+  k, a = k + n, a + 2 * n
 end
 
-local out = { 0, 0 }
-for i = 1, n do
-  local tat = tats[i] + tonumber(ARGV[2 * i])
-  redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
-  out[i + 2] = tat - now
+for _, key in ipairs(written) do
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
 end
 return out
