@@ -518,9 +518,13 @@ fn secrets_in_query_strings_and_otlp_endpoints_are_redacted_everywhere() {
             "APP_TELEMETRY__OTLP__TRACES_ENDPOINT",
             "https://collector:4318/v1/traces?api_key=k3yvalue",
         ),
+        (
+            "APP_RATE_LIMIT__REDIS__URL",
+            "redis://:r3dispw@redis:6379/0",
+        ),
     ];
     let leaked = |text: &str| {
-        ["s3cret", "pw0tlp", "k3yvalue"]
+        ["s3cret", "pw0tlp", "k3yvalue", "r3dispw"]
             .iter()
             .any(|s| text.contains(s))
     };
@@ -543,6 +547,7 @@ fn secrets_in_query_strings_and_otlp_endpoints_are_redacted_everywhere() {
         "{stdout}"
     );
     assert!(stdout.contains("/v1/traces?api_key=***"), "{stdout}");
+    assert!(stdout.contains("redis://:***@redis:6379/0"), "{stdout}");
 
     // A config error shows the values of the keys it names.
     let mut bad = vars.clone();
@@ -555,10 +560,12 @@ fn secrets_in_query_strings_and_otlp_endpoints_are_redacted_everywhere() {
         "APP_TELEMETRY__OTLP__TRACES_ENDPOINT",
         "ftp://c/?api_key=k3yvalue",
     ));
+    bad.push(("APP_RATE_LIMIT__REDIS__URL", "http://:r3dispw@redis:6379"));
     let check = binary(&["config", "check"], &bad);
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    assert!(stderr.contains("rate_limit.redis.url"), "{stderr}");
     assert!(!leaked(&stderr), "{stderr}");
 
     // The start-up log names the collector it exports to.
