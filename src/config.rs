@@ -473,7 +473,7 @@ fn idempotency(r: &mut Reader<'_>, request_timeout: Duration) -> IdempotencySett
 
 fn pairs(r: &mut Reader<'_>, key: &'static str) -> Vec<(String, String)> {
     let raw: String = r.get(key);
-    match crate::telemetry::traces::parse_pairs(&raw) {
+    match values::parse_pairs(&raw) {
         Ok(map) => {
             let mut pairs: Vec<_> = map.into_iter().collect();
             pairs.sort();

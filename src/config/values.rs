@@ -1,5 +1,7 @@
 //! Value types with their own syntax: database URLs (with a secret inside) and byte sizes.
 
+use std::collections::HashMap;
+
 use figment::value::Value;
 
 /// A database URL. The password never appears in `Debug` output, logs or `config print`.
@@ -108,6 +110,22 @@ fn is_secret_param(name: &str) -> bool {
     ]
     .iter()
     .any(|word| name.contains(word))
+}
+
+/// Parses `k1=v1,k2=v2` (the OTEL_* list syntax, e.g. `telemetry.otlp.headers`); an entry
+/// without `=` or with an empty key is an error.
+pub fn parse_pairs(s: &str) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (k, v) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?} is not key=value"))?;
+        if k.trim().is_empty() {
+            return Err(format!("{entry:?} has an empty key"));
+        }
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
 }
 
 /// `k1=v1,k2=v2` with every value replaced by `***`.
@@ -266,5 +284,15 @@ mod tests {
             Some(Backend::Sqlite)
         );
         assert!(DatabaseUrl::parse("mysql://x").is_none());
+    }
+
+    #[test]
+    fn pairs() {
+        let p = parse_pairs("a=1, b = two ,,c=x=y").unwrap();
+        assert_eq!(p["a"], "1");
+        assert_eq!(p["b"], "two");
+        assert_eq!(p["c"], "x=y");
+        assert!(parse_pairs("novalue").is_err());
+        assert!(parse_pairs("=v").is_err());
     }
 }

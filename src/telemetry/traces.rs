@@ -3,7 +3,6 @@
 //! request: spans that cannot be delivered are dropped, counted in `otel_spans_dropped_total`,
 //! and reported by a WARN at most once a minute.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -98,21 +97,6 @@ fn sampler(kind: SamplerKind, ratio: f64) -> Sampler {
     }
 }
 
-/// Parses `k1=v1,k2=v2` (the OTEL_* list syntax); entries without `=` are skipped.
-pub fn parse_pairs(s: &str) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (k, v) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("{entry:?} is not key=value"))?;
-        if k.trim().is_empty() {
-            return Err(format!("{entry:?} has an empty key"));
-        }
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(out)
-}
-
 /// Counts spans in batches that failed to export, and warns at most once a minute.
 #[derive(Debug)]
 struct Counting<E> {
@@ -164,20 +148,5 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_pairs;
-
-    #[test]
-    fn pairs() {
-        let p = parse_pairs("a=1, b = two ,,c=x=y").unwrap();
-        assert_eq!(p["a"], "1");
-        assert_eq!(p["b"], "two");
-        assert_eq!(p["c"], "x=y");
-        assert!(parse_pairs("novalue").is_err());
-        assert!(parse_pairs("=v").is_err());
     }
 }
