@@ -600,3 +600,57 @@ fn secrets_in_query_strings_and_otlp_endpoints_are_redacted_everywhere() {
     assert!(seen.contains("exporting traces over OTLP"), "{seen}");
     assert!(!leaked(&seen), "{seen}");
 }
+
+/// The Redis backend's settings: a URL is required only with the redis backend, every bad
+/// value names its key, and a budget whose full refill would take longer than 10^9 s (the
+/// Redis script's arithmetic is exact only below 2^53 µs) is refused.
+#[test]
+fn redis_rate_limit_settings_are_validated_with_key_and_source() {
+    let load = |pairs: &[(&str, &str)]| {
+        let mut vars = vec![("APP_CONFIG_DIR", "/nonexistent"), NO_AUTH];
+        vars.extend_from_slice(pairs);
+        Settings::load(&LoadOptions {
+            config_file: None,
+            env: env(&vars),
+        })
+    };
+    assert!(load(&[]).is_ok(), "the local default needs no URL");
+    let errors = load(&[
+        ("APP_RATE_LIMIT__BACKEND", "redis"),
+        ("APP_RATE_LIMIT__REDIS__FALLBACK", "maybe"),
+        ("APP_RATE_LIMIT__REDIS__POOL_SIZE", "0"),
+        ("APP_RATE_LIMIT__REDIS__REPLICAS_HINT", "0"),
+        ("APP_RATE_LIMIT__GLOBAL__RATE_PER_SECOND", "0.000000001"),
+    ])
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys.len(),
+        5,
+        "one error for each bad value, none else: {errors:?}"
+    );
+    for key in [
+        "rate_limit.redis.url",
+        "rate_limit.redis.fallback",
+        "rate_limit.redis.pool_size",
+        "rate_limit.redis.replicas_hint",
+        "rate_limit.global.rate_per_second",
+    ] {
+        assert!(keys.contains(&key), "no error for {key}: {errors:?}");
+    }
+    let fallback = errors
+        .iter()
+        .find(|e| e.key == "rate_limit.redis.fallback")
+        .unwrap();
+    assert_eq!(fallback.source, "env APP_RATE_LIMIT__REDIS__FALLBACK");
+    let ok = load(&[
+        ("APP_RATE_LIMIT__BACKEND", "redis"),
+        ("APP_RATE_LIMIT__REDIS__URL", "redis://127.0.0.1:6379/0"),
+    ])
+    .expect("a redis backend with a URL");
+    assert_eq!(
+        ok.rate_limit.redis.fallback,
+        orders_api::config::Fallback::Local
+    );
+}

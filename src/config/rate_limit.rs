@@ -203,6 +203,16 @@ fn budget(r: &mut Reader<'_>, rate_key: &'static str, burst_key: &'static str) -
         rate_per_second.is_finite() && (rate_per_second > 0.0 || burst == 0),
         "must be a positive number of requests per second",
     );
+    // A full refill past 10^9 s (31 years) means "never" in practice, and past 2^53 µs the
+    // Redis script's arithmetic would no longer be exact.
+    r.check(
+        rate_key,
+        burst == 0
+            || rate_per_second.is_nan()
+            || rate_per_second <= 0.0
+            || f64::from(burst) / rate_per_second <= 1e9,
+        "too small for its burst: a full refill (burst / rate) must take at most 10^9 seconds",
+    );
     (burst > 0 && rate_per_second > 0.0).then_some(Budget {
         rate_per_second,
         burst,

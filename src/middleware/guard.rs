@@ -4,7 +4,9 @@
 //! 1. catch panic: a panicking handler becomes a 500 problem, logged, and the connection lives;
 //! 2. timeout: past `server.request_timeout`, 504; it bounds everything inside it;
 //! 3. rate limit: the cheapest refusal first (429), before any work or in-flight slot is
-//!    spent; every response carries the `RateLimit` fields;
+//!    spent; every response carries the `RateLimit` fields. With the buckets in Redis the
+//!    check is a wait of its own, before the request's timeout starts, bounded by
+//!    `rate_limit.redis.timeout` (it runs no handler code, so nothing there can panic);
 //! 4. load shed: at `server.max_in_flight`, 503 at once; an admitted request holds a slot (and
 //!    a keyed create that outlives its request keeps it);
 //! 5. store ready: until the schema is current, 503 `not-ready` at once (outside the breaker,

@@ -7,7 +7,6 @@
 //! latter's check has to wait.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method};
@@ -17,7 +16,7 @@ use metrics::{Counter, counter, gauge};
 use crate::auth::KeyIndex;
 use crate::error::ApiError;
 use crate::resilience::client_ip::{ClientIp, ClientKey};
-use crate::resilience::limiter::{Decision, Limiter};
+use crate::resilience::limiter::{Decision, Limiter, Rule};
 use crate::resilience::redis_limiter::RedisLimiter;
 use crate::telemetry::metrics::{RATE_LIMIT_DECISIONS, RATE_LIMIT_KEYS};
 
@@ -31,6 +30,14 @@ pub enum Buckets {
 }
 
 impl Buckets {
+    /// The configured policies that apply to a read or a write (never the fallback's shares).
+    fn rules(&self, write: bool) -> Vec<Rule> {
+        match self {
+            Self::Local(l) => l.rules(write),
+            Self::Redis(r) => r.rules(write).to_vec(),
+        }
+    }
+
     /// The in-process limiter: the only one, or Redis's local fallback.
     fn local(&self) -> &Limiter {
         match self {
@@ -52,8 +59,8 @@ pub struct RateLimit {
     /// The decision counters of each active policy, registered once (a lookup by labels on
     /// every request would allocate and hash them).
     counters: Vec<(&'static str, [Counter; 3])>,
-    /// `RateLimit-Policy` for reads and for writes: it depends only on the configuration.
-    policy_header: [OnceLock<Option<HeaderValue>>; 2],
+    /// `RateLimit-Policy` for reads and for writes: the configured policies, whoever decides.
+    policy_header: [Option<HeaderValue>; 2],
 }
 
 /// The `decision` label values, in the order of [`RateLimit::counters`].
@@ -76,12 +83,16 @@ impl RateLimit {
                 (policy, counters)
             })
             .collect();
+        let policy_header = [false, true].map(|write| {
+            let policies = buckets.rules(write).iter().map(Rule::full).collect();
+            HeaderValue::from_str(&Limiter::policy_header(&Decision { policies })).ok()
+        });
         let limit = Self {
             buckets,
             clients,
             enforce,
             counters,
-            policy_header: Default::default(),
+            policy_header,
         };
         limit.evict();
         limit
@@ -120,10 +131,8 @@ impl RateLimit {
         }
     }
 
-    fn policy_header(&self, decision: &Decision, write: bool) -> Option<HeaderValue> {
-        self.policy_header[usize::from(write)]
-            .get_or_init(|| HeaderValue::from_str(&Limiter::policy_header(decision)).ok())
-            .clone()
+    fn policy_header(&self, write: bool) -> Option<HeaderValue> {
+        self.policy_header[usize::from(write)].clone()
     }
 }
 
@@ -194,7 +203,7 @@ impl RateLimit {
             return;
         }
         let headers = res.headers_mut();
-        if let Some(policy) = self.policy_header(&checked.decision, checked.write) {
+        if let Some(policy) = self.policy_header(checked.write) {
             headers.insert("ratelimit-policy", policy);
         }
         if let Ok(state) = HeaderValue::from_str(&Limiter::state_header(&checked.decision)) {

@@ -204,27 +204,25 @@ impl Rule {
     }
 
     /// The verdict of an admitted request, from how far the bucket's TAT is ahead of now in
-    /// microseconds (as a Redis bucket reports it).
+    /// microseconds (as a Redis bucket reports it). The window is the configured one, as in
+    /// every other verdict; what is left is counted in the bucket's own microseconds.
     pub fn admitted_micros(&self, ahead: u64) -> PolicyDecision {
         let (interval, capacity) = self.micros();
-        self.with_gcra(Gcra { interval, capacity })
-            .report(ahead.saturating_mul(1_000), 0)
+        let micros = Gcra { interval, capacity };
+        PolicyDecision {
+            remaining: micros.remaining(ahead, 0),
+            ..self.report(ahead.saturating_mul(1_000), 0)
+        }
+    }
+
+    /// The verdict on a full bucket: what `RateLimit-Policy` announces.
+    pub fn full(&self) -> PolicyDecision {
+        self.report(0, 0)
     }
 
     /// The verdict of a refused request that could pass in `wait` microseconds.
     pub fn refused_micros(&self, wait: u64) -> PolicyDecision {
         self.refusal(wait.saturating_mul(1_000))
-    }
-
-    /// The same rule over a GCRA in nanoseconds derived from microsecond figures.
-    fn with_gcra(self, micros: Gcra) -> Self {
-        Self {
-            gcra: Gcra {
-                interval: micros.interval.saturating_mul(1_000),
-                capacity: micros.capacity.saturating_mul(1_000),
-            },
-            ..self
-        }
     }
 
     /// The verdict for a bucket at `tat` (after the request, when admitted).

@@ -194,9 +194,23 @@ struct Invocation {
     sha: String,
     /// The rules of a read and of a write, at the full budgets.
     rules: [Vec<Rule>; 2],
-    timeout: Duration,
     breaker: Arc<Breaker>,
     meters: Meters,
+}
+
+/// How a batch task (re)connects: lazily, so that nothing waits for Redis at start.
+#[derive(Clone)]
+struct Connect {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// How long a connection's first command may take (the handshake included).
+    patience: Duration,
+}
+
+impl Connect {
+    fn open(&self) -> Result<ConnectionManager, RedisError> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+    }
 }
 
 /// One request waiting for its batch.
@@ -204,6 +218,8 @@ struct Invocation {
 struct Pending {
     client: ClientKey,
     write: bool,
+    /// When its caller stops waiting: the call it goes into must end by then.
+    deadline: tokio::time::Instant,
     answer: oneshot::Sender<Result<Decision, CallError>>,
 }
 
@@ -236,9 +252,14 @@ impl RedisLimiter {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let connections = (0..cfg.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
-            .collect::<Result<Vec<_>, _>>()
+        let connect = Connect {
+            client,
+            config: manager,
+            patience: cfg.timeout.max(Duration::from_secs(1)),
+        };
+        // Fails only on settings the client refuses; checked once here for every connection.
+        connect
+            .open()
             .map_err(|e| format!("rate_limit.redis: {e}"))?;
         let full = Limiter::new(policies);
         let observer = FallbackObserver {
@@ -249,15 +270,13 @@ impl RedisLimiter {
             prefix: cfg.key_prefix.clone(),
             sha: redis::Script::new(SCRIPT).get_hash().to_string(),
             rules: [full.rules(false), full.rules(true)],
-            timeout: cfg.timeout,
             breaker: Breaker::new(breaker_config(cfg), Box::new(observer)),
             meters: Meters::register(),
         });
-        let queues = connections
-            .into_iter()
-            .map(|conn| {
+        let queues = (0..cfg.pool_size.max(1))
+            .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(batches(conn, rx, script.clone()));
+                tokio::spawn(batches(connect.clone(), rx, script.clone()));
                 tx
             })
             .collect();
@@ -270,6 +289,11 @@ impl RedisLimiter {
             fallback: cfg.fallback,
             local: Limiter::new(&policies.divided_by(cfg.replicas_hint)),
         })
+    }
+
+    /// The rules of a read (`write = false`) or a write, at the configured budgets.
+    pub fn rules(&self, write: bool) -> &[Rule] {
+        &self.script.rules[usize::from(write)]
     }
 
     /// The local fallback's limiter (its idle keys need evicting like any other).
@@ -306,6 +330,7 @@ impl RedisLimiter {
         let pending = Pending {
             client,
             write,
+            deadline: tokio::time::Instant::now() + self.timeout,
             answer,
         };
         if self.queues[index].try_send(pending).is_err() {
@@ -377,28 +402,31 @@ pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], no
 /// A connection's task: takes every request waiting (up to [`MAX_BATCH`]), decides them in one
 /// script call (EVALSHA, then EVAL if Redis has lost the script), answers each, and repeats.
 /// While a call is out, new requests queue up for the next one. Ends with the limiter.
-async fn batches(
-    mut conn: ConnectionManager,
-    mut queue: mpsc::Receiver<Pending>,
-    script: Arc<Invocation>,
-) {
+async fn batches(connect: Connect, mut queue: mpsc::Receiver<Pending>, script: Arc<Invocation>) {
+    let Ok(mut conn) = connect.open() else {
+        return;
+    };
     // Connect and load the script before the first request, so that it pays for neither the
-    // handshake nor a NOSCRIPT; failing here only delays both to the first call.
-    let loaded: Result<String, _> = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(SCRIPT)
-        .query_async(&mut conn)
-        .await;
-    if let Err(e) = loaded {
-        tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet");
+    // handshake nor a NOSCRIPT; failing (or no answer within the connect timeout) only delays
+    // both to the first call.
+    let mut load = redis::cmd("SCRIPT");
+    load.arg("LOAD").arg(SCRIPT);
+    let load = load.query_async::<String>(&mut conn);
+    match tokio::time::timeout(connect.patience, load).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet")
+        }
+        Err(_) => tracing::warn!("no answer from Redis to SCRIPT LOAD yet"),
     }
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Requests whose caller gave up (past its budget) are not worth a key.
-        batch.retain(|p: &Pending| !p.answer.is_closed());
-        if batch.is_empty() {
+        let now = tokio::time::Instant::now();
+        batch.retain(|p: &Pending| !p.answer.is_closed() && p.deadline > now);
+        let Some(deadline) = batch.iter().map(|p| p.deadline).min() else {
             continue;
-        }
+        };
         let permit = match script.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(open) => {
@@ -416,13 +444,22 @@ async fn batches(
                 rules: &script.rules[usize::from(p.write)],
             })
             .collect();
+        // The call must end while its most impatient request still waits: a call that ends
+        // later helps nobody, and counts as the failure it is.
         let result =
-            match tokio::time::timeout(script.timeout, call(&mut conn, &script, &requests)).await {
+            match tokio::time::timeout_at(deadline, call(&mut conn, &script, &requests)).await {
                 Ok(Ok(reply)) => decide(&requests, reply),
                 Ok(Err(e)) => Err(e),
                 Err(_elapsed) => Err(CallError::Timeout),
             };
         drop(requests);
+        if matches!(result, Err(CallError::Timeout)) {
+            // The connection does not learn of a call it never answered: a stalled or half-open
+            // socket would serve every later call, trials included. Start on a new one.
+            if let Ok(fresh) = connect.open() {
+                conn = fresh;
+            }
+        }
         script
             .meters
             .duration
@@ -493,7 +530,10 @@ fn decide(requests: &[Request<'_>], reply: Value) -> Result<Vec<Decision>, CallE
         }
         let (aheads, tail) = tail.split_at(n);
         rest = tail;
-        let refused = usize::try_from(refused).map_err(|_| bad())?;
+        let refused = usize::try_from(refused)
+            .ok()
+            .filter(|r| *r <= n)
+            .ok_or_else(bad)?;
         let policies = request
             .rules
             .iter()

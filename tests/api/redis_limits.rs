@@ -136,9 +136,9 @@ async fn a_refusal_spends_no_other_policy_and_keys_expire_at_full_refill() {
     assert_eq!(refused[..2], [1, 100_000]);
     // Each key lives until its bucket is full again: at most its TAT ahead of now.
     let ttl = on_key(&mut conn, "PTTL", format!("{prefix}per-client:10.0.0.1")).await;
-    assert!((1..=1_000).contains(&ttl), "per-client PTTL {ttl}");
+    assert!((1..=1_001).contains(&ttl), "per-client PTTL {ttl}");
     let ttl = on_key(&mut conn, "PTTL", format!("{prefix}global")).await;
-    assert!((1..=300).contains(&ttl), "global PTTL {ttl}");
+    assert!((1..=301).contains(&ttl), "global PTTL {ttl}");
     // Client 4 was refused by global before per-client was asked: no key of its own.
     let exists = on_key(&mut conn, "EXISTS", format!("{prefix}per-client:10.0.0.4")).await;
     assert_eq!(exists, 0);
@@ -369,6 +369,59 @@ fn two_instances_share_one_budget_per_policy() {
     }
 }
 
+/// While Redis is unreachable the local fallback decides with its share of each budget, but
+/// `RateLimit-Policy` still announces the configured policies, from the first response on.
+#[test]
+fn the_policy_header_announces_the_configured_budgets_while_the_fallback_decides() {
+    if redis_url().is_none() {
+        return;
+    }
+    // A port nobody listens on: every call fails at once.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = instance(
+        &format!("redis://{closed}"),
+        &prefix(),
+        &[
+            ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "0.01"),
+            ("APP_RATE_LIMIT__PER_CLIENT__BURST", "4"),
+            ("APP_RATE_LIMIT__GLOBAL__BURST", "0"),
+            ("APP_RATE_LIMIT__REDIS__REPLICAS_HINT", "2"),
+        ],
+    );
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, head) = request(app.api, "GET", 1);
+        assert_eq!(
+            header(&head, "ratelimit-policy"),
+            "\"per-client\";q=4;w=400",
+            "{head}"
+        );
+        statuses.push(status);
+    }
+    // The fallback's share: burst 4 / 2 replicas.
+    assert_eq!(statuses, [200, 200, 429]);
+    let text = scrape(app.ops);
+    assert!(
+        metric(
+            &text,
+            "rate_limit_backend_decisions_total",
+            "backend=\"fallback\""
+        ) >= 3.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "rate_limit_backend_decisions_total",
+            "backend=\"redis\""
+        ),
+        0.0
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Faults: a TCP proxy between the service and Redis.
 
@@ -377,12 +430,17 @@ const CUT: u8 = 1;
 const STALL: u8 = 2;
 
 /// Forwards to `target` (FORWARD), closes every connection and each new one at once (CUT), or
-/// holds every connection without moving a byte (STALL).
+/// holds every connection without moving a byte (STALL). [`Proxy::abandon`] leaves the
+/// connections open so far stalled for good, as a peer that vanished without a FIN would.
 struct Proxy {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted so far (each one's number is its place in that count).
+    accepted: Arc<AtomicU64>,
+    /// Connections numbered below this one never move a byte again.
+    dead_below: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -394,8 +452,11 @@ impl Proxy {
             mode: Arc::default(),
             open: Arc::default(),
             stop: Arc::default(),
+            accepted: Arc::default(),
+            dead_below: Arc::default(),
         };
         let (mode, open, stop) = (proxy.mode.clone(), proxy.open.clone(), proxy.stop.clone());
+        let (accepted, dead_below) = (proxy.accepted.clone(), proxy.dead_below.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let inbound = match listener.accept() {
@@ -413,6 +474,7 @@ impl Proxy {
                 let Ok(outbound) = TcpStream::connect(target) else {
                     continue;
                 };
+                let number = accepted.fetch_add(1, Ordering::SeqCst);
                 for s in [&inbound, &outbound] {
                     s.set_nonblocking(false).unwrap();
                     s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
@@ -422,12 +484,19 @@ impl Proxy {
                     (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
                     (outbound, inbound),
                 ] {
-                    let mode = mode.clone();
-                    std::thread::spawn(move || pump(from, to, &mode));
+                    let (mode, dead_below) = (mode.clone(), dead_below.clone());
+                    let dead = move || number < dead_below.load(Ordering::SeqCst);
+                    std::thread::spawn(move || pump(from, to, &mode, dead));
                 }
             }
         });
         proxy
+    }
+
+    /// Every connection open so far is stalled for good; new ones follow the mode.
+    fn abandon(&self) {
+        let so_far = self.accepted.load(Ordering::SeqCst);
+        self.dead_below.store(so_far, Ordering::SeqCst);
     }
 
     fn set(&self, mode: u8) {
@@ -448,11 +517,15 @@ impl Drop for Proxy {
 }
 
 /// Copies bytes while forwarding; while stalled, reads nothing (the bytes wait in the kernel).
-fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
+fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, dead: impl Fn() -> bool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match mode.load(Ordering::SeqCst) {
             CUT => return,
+            _ if dead() => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             STALL => {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
@@ -618,6 +691,17 @@ fn redis_cut_then_stalled_under_load_falls_back_and_recovers_without_a_5xx() {
     proxy.set(FORWARD);
     eventually("Redis takes back over after the stall", || active() == 0.0);
     load.wait_for(50);
+
+    // Stall again, and this time the stalled connections never come back (the peer is gone,
+    // no FIN): only a new connection reaches Redis, so the service must open one.
+    proxy.set(STALL);
+    eventually("the fallback takes over again", || active() == 1.0);
+    proxy.abandon();
+    proxy.set(FORWARD);
+    eventually("Redis takes back over on a new connection", || {
+        active() == 0.0
+    });
+    load.wait_for(50);
     let (sent, failed, slowest_ms) = load.finish();
     eprintln!("fault test: {sent} requests, slowest {slowest_ms} ms");
     assert!(
@@ -638,9 +722,9 @@ fn redis_cut_then_stalled_under_load_falls_back_and_recovers_without_a_5xx() {
     let count = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
     assert_eq!(
         count("Redis rate limiting unavailable: the fallback decides"),
-        2
+        3
     );
-    assert_eq!(count("Redis rate limiting restored"), 2);
+    assert_eq!(count("Redis rate limiting restored"), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ end
 
 for _, key in ipairs(written) do
   local tat = tats[key]
-  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+  -- PX counts whole milliseconds from Redis's own millisecond clock: one more than the
+  -- rounded-up wait keeps a key from expiring before its bucket is full.
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
 return out
