@@ -10,9 +10,12 @@
 //!   takes every request waiting for it (up to [`MAX_BATCH`]) into one script call, which
 //!   decides them in order; requests that arrive meanwhile wait for the next call. Under load
 //!   a call serves many requests, so Redis runs one script per batch, not per request.
-//! - **Redis trouble is not an outage.** Every call has its own time budget
-//!   (`rate_limit.redis.timeout`) and runs behind a breaker of its own (`breaker="redis"`).
-//!   A call that fails, and every request while the breaker is open, is decided by the
+//! - **Redis trouble is not an outage.** Every request waits at most `rate_limit.redis.timeout`
+//!   for its verdict, and a call must end by the earliest deadline of its requests; a call
+//!   that does not is a failure, and its connection is replaced (a stalled or half-open socket
+//!   never reports an error of its own). Calls run behind a breaker of their own
+//!   (`breaker="redis"`). A call that fails, and every request while the breaker is open, is
+//!   decided by the
 //!   fallback (`local`: in-memory buckets with each budget divided by `replicas_hint`; `allow`;
 //!   `deny`). While open, Redis is not called; after `open_wait` one trial call decides. So an
 //!   outage costs a request at most one timeout, and only around the breaker's opening and
