@@ -382,6 +382,20 @@ pub struct Request<'a> {
 /// The script's keys and arguments for a batch of requests (after the script or its SHA):
 /// `now` in microseconds replaces Redis's clock, for tests.
 pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], now: Option<u64>) {
+    // Each distinct rule set goes once; a request names its set by position.
+    let mut sets: Vec<&[Rule]> = Vec::with_capacity(2);
+    let set_of: Vec<usize> = batch
+        .iter()
+        .map(
+            |r| match sets.iter().position(|s| std::ptr::eq(*s, r.rules)) {
+                Some(i) => i + 1,
+                None => {
+                    sets.push(r.rules);
+                    sets.len()
+                }
+            },
+        )
+        .collect();
     cmd.arg(batch.iter().map(|r| r.rules.len()).sum::<usize>());
     for request in batch {
         for rule in request.rules {
@@ -392,13 +406,17 @@ pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], no
         Some(now) => cmd.arg(now),
         None => cmd.arg(""),
     };
-    cmd.arg(batch.len());
-    for request in batch {
-        cmd.arg(request.rules.len());
-        for rule in request.rules {
+    cmd.arg(sets.len());
+    for set in &sets {
+        cmd.arg(set.len());
+        for rule in *set {
             let (interval, capacity) = rule.micros();
             cmd.arg(interval).arg(capacity);
         }
+    }
+    cmd.arg(batch.len());
+    for set in set_of {
+        cmd.arg(set);
     }
 }
 

@@ -3,11 +3,12 @@
 --
 -- ARGV[1]   now in microseconds, or "" to read Redis's clock (TIME). Only tests pass a value,
 --           to run the arithmetic on a clock they control.
--- ARGV[2]   the number of requests.
--- Then, per request: its number of buckets n, then per bucket its emission interval and its
--- capacity (burst x interval), in microseconds. KEYS holds the requests' buckets in the same
--- order: n keys per request. A bucket's value is its theoretical arrival time (TAT) in
--- microseconds on Redis's clock; a missing key is a full bucket.
+-- ARGV[2]   the number of rule sets S; then, per set, its number of buckets n, then per bucket
+--           its emission interval and its capacity (burst x interval), in microseconds.
+-- Then      the number of requests R; then, per request, the index (1-based) of its rule set.
+-- KEYS holds the requests' buckets in the same order: n keys per request, those of its set. A
+-- bucket's value is its theoretical arrival time (TAT) in microseconds on Redis's clock; a
+-- missing key is a full bucket.
 --
 -- A request is admitted only if every one of its buckets admits it; then each of its TATs
 -- moves one interval later. A refusal changes nothing. Each key written expires when its
@@ -29,13 +30,26 @@ else
   now = tonumber(ARGV[1])
 end
 
+local sets = {}
+local a = 3
+for j = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  local set = { n = n, interval = {}, capacity = {} }
+  for i = 1, n do
+    set.interval[i] = tonumber(ARGV[a + 2 * i - 1])
+    set.capacity[i] = tonumber(ARGV[a + 2 * i])
+  end
+  sets[j] = set
+  a = a + 1 + 2 * n
+end
+
 local tats = {}     -- key -> TAT, read at most once
 local written = {}  -- keys to write back: key -> true, and the keys in order at 1, 2, ...
 local out = {}
-local k, a = 1, 3   -- the next request's first KEYS and ARGV positions
-for _ = 1, tonumber(ARGV[2]) do
-  local n = tonumber(ARGV[a])
-  a = a + 1
+local k = 1         -- the next request's first KEYS position
+for r = 1, tonumber(ARGV[a]) do
+  local set = sets[tonumber(ARGV[a + r])]
+  local n, interval, capacity = set.n, set.interval, set.capacity
   for i = 0, n - 1 do
     local key = KEYS[k + i]
     if tats[key] == nil then
@@ -43,21 +57,20 @@ for _ = 1, tonumber(ARGV[2]) do
     end
   end
   local refused, wait = 0, 0
-  for i = 0, n - 1 do
-    local ahead = math.max(tats[KEYS[k + i]], now) + tonumber(ARGV[a + 2 * i]) - now
-    local capacity = tonumber(ARGV[a + 2 * i + 1])
-    if ahead > capacity then
-      refused, wait = i + 1, ahead - capacity
+  for i = 1, n do
+    local ahead = math.max(tats[KEYS[k + i - 1]], now) + interval[i] - now
+    if ahead > capacity[i] then
+      refused, wait = i, ahead - capacity[i]
       break
     end
   end
   out[#out + 1] = refused
   out[#out + 1] = wait
-  for i = 0, n - 1 do
-    local key = KEYS[k + i]
+  for i = 1, n do
+    local key = KEYS[k + i - 1]
     local tat = math.max(tats[key], now)
     if refused == 0 then
-      tat = tat + tonumber(ARGV[a + 2 * i])
+      tat = tat + interval[i]
       if written[key] == nil then
         written[key] = true
         written[#written + 1] = key
@@ -66,7 +79,7 @@ for _ = 1, tonumber(ARGV[2]) do
     end
     out[#out + 1] = tat - now
   end
-  k, a = k + n, a + 2 * n
+  k = k + n
 end
 
 for _, key in ipairs(written) do
