@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod circuit_breaker;
 mod layers;
 mod print;
 mod rate_limit;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use api::ApiSettings;
 pub use auth::AuthSettings;
+pub use circuit_breaker::BreakerSettings;
 pub use layers::{Sources, env_var_for};
 pub use print::render as render_effective;
 pub use rate_limit::{Fallback, LimitBackend, RateLimitSettings, RedisSettings, RedisUrl};
@@ -169,15 +171,6 @@ pub enum LogFormat {
     Json,
     /// Human-readable, coloured when on a terminal.
     Pretty,
-}
-
-/// `[circuit_breaker]`.
-#[derive(Debug, Clone)]
-pub struct BreakerSettings {
-    /// Use the breaker at all.
-    pub enabled: bool,
-    /// Its thresholds and timing.
-    pub config: crate::resilience::breaker::BreakerConfig,
 }
 
 /// `[telemetry]`: OTLP trace export and its resource.
@@ -341,7 +334,7 @@ impl Settings {
             log: log(&mut r),
             telemetry: telemetry(&mut r),
             rate_limit: rate_limit::read(&mut r),
-            circuit_breaker: circuit_breaker(&mut r),
+            circuit_breaker: circuit_breaker::read(&mut r),
             auth: auth::auth(&mut r),
             shutdown: shutdown(&mut r),
             api: api::read(&mut r),
@@ -556,49 +549,3 @@ const PROTOCOLS: &str = "\"http/protobuf\" or \"grpc\"";
 #[cfg(not(feature = "otlp-grpc"))]
 const PROTOCOLS: &str =
     "\"http/protobuf\" (\"grpc\" needs a binary built with --features otlp-grpc)";
-
-fn circuit_breaker(r: &mut Reader<'_>) -> BreakerSettings {
-    let percent = |r: &mut Reader<'_>, key: &'static str| {
-        let v = r.float(key);
-        r.check(
-            key,
-            (0.0..=100.0).contains(&v) && v > 0.0,
-            "must be a percentage above 0, at most 100",
-        );
-        v
-    };
-    let enabled = r.get("circuit_breaker.enabled");
-    let window = r.positive_count("circuit_breaker.window");
-    let failure_rate_threshold = percent(r, "circuit_breaker.failure_rate_threshold");
-    let minimum_calls = r.positive_count("circuit_breaker.minimum_calls");
-    let slow_call_duration = r.positive_duration("circuit_breaker.slow_call_duration");
-    let slow_call_rate_threshold = percent(r, "circuit_breaker.slow_call_rate_threshold");
-    let open_wait = r.positive_duration("circuit_breaker.open_wait");
-    let backoff_multiplier = r.float("circuit_breaker.backoff_multiplier");
-    r.check(
-        "circuit_breaker.backoff_multiplier",
-        backoff_multiplier.is_finite() && backoff_multiplier >= 1.0,
-        "must be at least 1.0",
-    );
-    let open_wait_max = r.positive_duration("circuit_breaker.open_wait_max");
-    r.check(
-        "circuit_breaker.open_wait_max",
-        open_wait_max >= open_wait,
-        "must not be shorter than circuit_breaker.open_wait",
-    );
-    let half_open_calls = r.positive_count("circuit_breaker.half_open_calls");
-    BreakerSettings {
-        enabled,
-        config: crate::resilience::breaker::BreakerConfig {
-            window: window as usize,
-            failure_rate_threshold,
-            minimum_calls: minimum_calls as usize,
-            slow_call_duration,
-            slow_call_rate_threshold,
-            open_wait,
-            backoff_multiplier,
-            open_wait_max,
-            half_open_calls: half_open_calls as usize,
-        },
-    }
-}
