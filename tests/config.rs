@@ -654,3 +654,59 @@ fn redis_rate_limit_settings_are_validated_with_key_and_source() {
         orders_api::config::Fallback::Local
     );
 }
+
+/// Every key of `config/default.toml` has a row in the README's configuration table, and every
+/// row names a key of `default.toml`. (`Settings::load` already refuses a default key it does
+/// not read and a read key without a default, so the three agree.) A row may name sibling
+/// keys as `` `a.b.c`, `.d` ``.
+#[test]
+fn the_readme_table_and_default_toml_name_the_same_keys() {
+    fn leaves(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeSet<String>) {
+        for (name, value) in table {
+            let key = format!("{prefix}{name}");
+            match value {
+                toml::Value::Table(inner) => leaves(&format!("{key}."), inner, out),
+                _ => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let defaults: toml::Table = std::fs::read_to_string(root.join("config/default.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut in_defaults = std::collections::BTreeSet::new();
+    leaves("", &defaults, &mut in_defaults);
+
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table = readme
+        .split("\n## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n#").next())
+        .expect("a Configuration section");
+    let mut in_readme = std::collections::BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split('|').nth(1).unwrap_or_default();
+        let mut parent = String::new();
+        for name in first_cell.split('`').skip(1).step_by(2) {
+            let key = match name.strip_prefix('.') {
+                Some(sibling) => format!("{parent}.{sibling}"),
+                None => name.to_string(),
+            };
+            parent = key
+                .rsplit_once('.')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+            in_readme.insert(key);
+        }
+    }
+    let missing: Vec<_> = in_defaults.difference(&in_readme).collect();
+    let unknown: Vec<_> = in_readme.difference(&in_defaults).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "keys of config/default.toml without a README row: {missing:?}; \
+         README rows that are not keys: {unknown:?}"
+    );
+}
