@@ -1,4 +1,5 @@
-//! Value types with their own syntax: database URLs (with a secret inside) and byte sizes.
+//! Value types with their own syntax: URLs (with a secret inside), `k=v,k=v` lists and byte
+//! sizes.
 
 use std::collections::HashMap;
 

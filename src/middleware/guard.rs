@@ -107,7 +107,7 @@ where
                 };
                 Either::Right(Box::pin(async move {
                     let limited = match &this.guards.rate_limit {
-                        Some(rl) => rl.ask(client, write).await,
+                        Some(rl) => Some(rl.ask(client, write).await),
                         None => None,
                     };
                     match this.admit(req, limited) {

@@ -170,12 +170,14 @@ impl RateLimit {
         }
     }
 
-    /// Takes the request's tokens in Redis (or from the fallback).
-    pub async fn ask(&self, client: ClientKey, write: bool) -> Option<Checked> {
-        let Buckets::Redis(redis) = &self.buckets else {
-            return Some(self.counted(self.buckets.local().check(client, write), write));
+    /// Takes the request's tokens in Redis (or from the fallback): the answer to
+    /// [`Check::Ask`].
+    pub async fn ask(&self, client: ClientKey, write: bool) -> Checked {
+        let decision = match &self.buckets {
+            Buckets::Redis(redis) => redis.check(client, write).await,
+            Buckets::Local(limiter) => limiter.check(client, write),
         };
-        Some(self.counted(redis.check(client, write).await, write))
+        self.counted(decision, write)
     }
 
     fn counted(&self, decision: Decision, write: bool) -> Checked {

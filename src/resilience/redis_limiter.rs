@@ -15,9 +15,8 @@
 //!   that does not is a failure, and its connection is replaced (a stalled or half-open socket
 //!   never reports an error of its own). Calls run behind a breaker of their own
 //!   (`breaker="redis"`). A call that fails, and every request while the breaker is open, is
-//!   decided by the
-//!   fallback (`local`: in-memory buckets with each budget divided by `replicas_hint`; `allow`;
-//!   `deny`). While open, Redis is not called; after `open_wait` one trial call decides. So an
+//!   decided by the fallback (`local`: in-memory buckets with each budget divided by
+//!   `replicas_hint`; `allow`; `deny`). While open, Redis is not called; after `open_wait` one trial call decides. So an
 //!   outage costs a request at most one timeout, and only around the breaker's opening and
 //!   each trial. The switch to the fallback and back is logged once each way, and shown by
 //!   `rate_limit_fallback_active`.
@@ -260,10 +259,6 @@ impl RedisLimiter {
             config: manager,
             patience: cfg.timeout.max(Duration::from_secs(1)),
         };
-        // Fails only on settings the client refuses; checked once here for every connection.
-        connect
-            .open()
-            .map_err(|e| format!("rate_limit.redis: {e}"))?;
         let full = Limiter::new(policies);
         let observer = FallbackObserver {
             metrics: MetricsObserver::register(BREAKER),
@@ -276,13 +271,16 @@ impl RedisLimiter {
             breaker: Breaker::new(breaker_config(cfg), Box::new(observer)),
             meters: Meters::register(),
         });
-        let queues = (0..cfg.pool_size.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(batches(connect.clone(), rx, script.clone()));
-                tx
-            })
-            .collect();
+        let mut queues = Vec::new();
+        for _ in 0..cfg.pool_size.max(1) {
+            // Lazy: fails only on settings the client refuses, before anything is sent.
+            let conn = connect
+                .open()
+                .map_err(|e| format!("rate_limit.redis: {e}"))?;
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(batches(conn, connect.clone(), rx, script.clone()));
+            queues.push(tx);
+        }
         Ok(Self {
             queues,
             next: AtomicUsize::new(0),
@@ -312,10 +310,12 @@ impl RedisLimiter {
                 policies: Vec::new(),
             };
         }
-        let result = match tokio::time::timeout(self.timeout, self.ask(client, write)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(CallError::Timeout),
-        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let result =
+            match tokio::time::timeout_at(deadline, self.ask(client, write, deadline)).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(CallError::Timeout),
+            };
         match result {
             Ok(decision) => {
                 self.script.meters.by_redis.increment(1);
@@ -327,13 +327,18 @@ impl RedisLimiter {
     }
 
     /// Queues the request on the next connection and waits for its batch's answer.
-    async fn ask(&self, client: ClientKey, write: bool) -> Result<Decision, CallError> {
+    async fn ask(
+        &self,
+        client: ClientKey,
+        write: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Decision, CallError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         let (answer, answered) = oneshot::channel();
         let pending = Pending {
             client,
             write,
-            deadline: tokio::time::Instant::now() + self.timeout,
+            deadline,
             answer,
         };
         if self.queues[index].try_send(pending).is_err() {
@@ -423,10 +428,12 @@ pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], no
 /// A connection's task: takes every request waiting (up to [`MAX_BATCH`]), decides them in one
 /// script call (EVALSHA, then EVAL if Redis has lost the script), answers each, and repeats.
 /// While a call is out, new requests queue up for the next one. Ends with the limiter.
-async fn batches(connect: Connect, mut queue: mpsc::Receiver<Pending>, script: Arc<Invocation>) {
-    let Ok(mut conn) = connect.open() else {
-        return;
-    };
+async fn batches(
+    mut conn: ConnectionManager,
+    connect: Connect,
+    mut queue: mpsc::Receiver<Pending>,
+    script: Arc<Invocation>,
+) {
     // Connect and load the script before the first request, so that it pays for neither the
     // handshake nor a NOSCRIPT; failing (or no answer within the connect timeout) only delays
     // both to the first call.
