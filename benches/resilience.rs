@@ -11,8 +11,9 @@ use axum::body::Body;
 use axum::routing::get;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::Request;
-use orders_api::resilience::breaker::{Breaker, BreakerConfig};
-use orders_api::resilience::limiter::{Budget, Limiter, LimiterConfig};
+use orders_api::config::{BreakerConfig, Budget, LimiterConfig};
+use orders_api::resilience::breaker::Breaker;
+use orders_api::resilience::limiter::Limiter;
 use tower::ServiceExt;
 
 fn limiter(c: &mut Criterion) {

@@ -25,13 +25,15 @@ use std::path::PathBuf;
 
 pub use api::ApiSettings;
 pub use auth::AuthSettings;
-pub use circuit_breaker::BreakerSettings;
+pub use circuit_breaker::{BreakerConfig, BreakerSettings};
 pub use database::{DatabaseSettings, SqliteSynchronous};
 pub use idempotency::IdempotencySettings;
 pub use layers::{Sources, env_var_for};
 pub use log::{LogFormat, LogSettings};
 pub use print::render as render_effective;
-pub use rate_limit::{Fallback, LimitBackend, RateLimitSettings, RedisSettings, RedisUrl};
+pub use rate_limit::{
+    Budget, Fallback, LimitBackend, LimiterConfig, RateLimitSettings, RedisSettings, RedisUrl,
+};
 pub use server::ServerSettings;
 pub use shutdown::ShutdownSettings;
 pub use telemetry::{OtlpProtocol, OtlpSettings, SamplerKind, TelemetrySettings};

@@ -1,7 +1,8 @@
 //! `[circuit_breaker]`: the breaker around the database-backed routes.
 
+use std::time::Duration;
+
 use super::reader::Reader;
-use crate::resilience::breaker::BreakerConfig;
 
 /// `[circuit_breaker]`.
 #[derive(Debug, Clone)]
@@ -10,6 +11,45 @@ pub struct BreakerSettings {
     pub enabled: bool,
     /// Its thresholds and timing.
     pub config: BreakerConfig,
+}
+
+/// Breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Calls kept in the closed-state sliding window.
+    pub window: usize,
+    /// Failure rate (0-100) at or above which the breaker opens.
+    pub failure_rate_threshold: f64,
+    /// Calls needed before rates are evaluated (capped at `window`).
+    pub minimum_calls: usize,
+    /// A call slower than this is slow.
+    pub slow_call_duration: Duration,
+    /// Slow-call rate (0-100) at or above which the breaker opens.
+    pub slow_call_rate_threshold: f64,
+    /// How long the breaker stays open the first time.
+    pub open_wait: Duration,
+    /// Growth of the wait on each consecutive reopening (1.0: fixed).
+    pub backoff_multiplier: f64,
+    /// Cap of the grown wait.
+    pub open_wait_max: Duration,
+    /// Trial calls admitted while half-open.
+    pub half_open_calls: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: 50,
+            failure_rate_threshold: 50.0,
+            minimum_calls: 20,
+            slow_call_duration: Duration::from_secs(1),
+            slow_call_rate_threshold: 80.0,
+            open_wait: Duration::from_secs(10),
+            backoff_multiplier: 1.0,
+            open_wait_max: Duration::from_secs(10),
+            half_open_calls: 5,
+        }
+    }
 }
 
 pub(super) fn read(r: &mut Reader<'_>) -> BreakerSettings {

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::reader::Reader;
 use super::values::redact_url;
-use crate::resilience::limiter::{Budget, LimiterConfig};
 
 /// `[rate_limit]`.
 #[derive(Debug, Clone)]
@@ -23,6 +22,45 @@ pub struct RateLimitSettings {
     pub backend: LimitBackend,
     /// `[rate_limit.redis]`, read whatever the backend (so its mistakes show before it is on).
     pub redis: RedisSettings,
+}
+
+/// One policy's budget: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Tokens added per second.
+    pub rate_per_second: f64,
+    /// Bucket size: requests allowed at once.
+    pub burst: u32,
+}
+
+/// Which policies apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimiterConfig {
+    /// The whole instance.
+    pub global: Option<Budget>,
+    /// Each client.
+    pub per_client: Option<Budget>,
+    /// Each client's POST, PUT, PATCH and DELETE requests, on top of `per_client`.
+    pub writes: Option<Budget>,
+}
+
+impl LimiterConfig {
+    /// Every budget split `n` ways (rate ÷ n, burst ÷ n rounded down but at least 1): what one
+    /// of `n` replicas may allow on its own so that together they stay near the whole budget.
+    pub fn divided_by(&self, n: u32) -> Self {
+        let n = n.max(1);
+        let split = |b: Option<Budget>| {
+            b.map(|b| Budget {
+                rate_per_second: b.rate_per_second / f64::from(n),
+                burst: (b.burst / n).max(1),
+            })
+        };
+        Self {
+            global: split(self.global),
+            per_client: split(self.per_client),
+            writes: split(self.writes),
+        }
+    }
 }
 
 /// `rate_limit.backend`.

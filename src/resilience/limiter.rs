@@ -24,45 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::client_ip::ClientKey;
-
-/// One policy's budget: a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    /// Tokens added per second.
-    pub rate_per_second: f64,
-    /// Bucket size: requests allowed at once.
-    pub burst: u32,
-}
-
-/// Which policies apply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LimiterConfig {
-    /// The whole instance.
-    pub global: Option<Budget>,
-    /// Each client.
-    pub per_client: Option<Budget>,
-    /// Each client's POST, PUT, PATCH and DELETE requests, on top of `per_client`.
-    pub writes: Option<Budget>,
-}
-
-impl LimiterConfig {
-    /// Every budget split `n` ways (rate ÷ n, burst ÷ n rounded down but at least 1): what one
-    /// of `n` replicas may allow on its own so that together they stay near the whole budget.
-    pub fn divided_by(&self, n: u32) -> Self {
-        let n = n.max(1);
-        let split = |b: Option<Budget>| {
-            b.map(|b| Budget {
-                rate_per_second: b.rate_per_second / f64::from(n),
-                burst: (b.burst / n).max(1),
-            })
-        };
-        Self {
-            global: split(self.global),
-            per_client: split(self.per_client),
-            writes: split(self.writes),
-        }
-    }
-}
+use crate::config::{Budget, LimiterConfig};
 
 /// One policy's verdict, with the values for the `RateLimit` header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]

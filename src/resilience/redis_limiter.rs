@@ -31,10 +31,10 @@ use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::breaker::metrics::MetricsObserver;
-use super::breaker::{Breaker, BreakerConfig, Observer, State};
+use super::breaker::{Breaker, Observer, State};
 use super::client_ip::ClientKey;
-use super::limiter::{Decision, Limiter, LimiterConfig, Rule};
-use crate::config::{Fallback, RedisSettings};
+use super::limiter::{Decision, Limiter, Rule};
+use crate::config::{BreakerConfig, Fallback, LimiterConfig, RedisSettings};
 use crate::telemetry::metrics::{
     RATE_LIMIT_BACKEND_DECISIONS, RATE_LIMIT_FALLBACK_ACTIVE, RATE_LIMIT_REDIS_DURATION,
     RATE_LIMIT_REDIS_ERRORS,

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use orders_api::config::{Budget, LimiterConfig};
 use orders_api::resilience::client_ip::ClientKey;
-use orders_api::resilience::limiter::{Budget, Limiter, LimiterConfig};
+use orders_api::resilience::limiter::Limiter;
 use orders_api::resilience::redis_limiter::{Request, SCRIPT, script_args};
 
 use crate::binary::{Running, eventually, get_status, http, start};
