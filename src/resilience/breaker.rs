@@ -383,4 +383,6 @@ fn phase_state(phase: &Phase) -> State {
 
 pub mod metrics;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -25,156 +25,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram, counter, gauge, histogram};
+use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::breaker::Breaker;
 use super::breaker::metrics::MetricsObserver;
-use super::breaker::{Breaker, Observer, State};
 use super::client_ip::ClientKey;
 use super::limiter::{Decision, Limiter, Rule};
-use crate::config::{BreakerConfig, Fallback, LimiterConfig, RedisSettings};
-use crate::telemetry::metrics::{
-    RATE_LIMIT_BACKEND_DECISIONS, RATE_LIMIT_FALLBACK_ACTIVE, RATE_LIMIT_REDIS_DURATION,
-    RATE_LIMIT_REDIS_ERRORS,
-};
+use crate::config::{Fallback, LimiterConfig, RedisSettings};
 
-/// The GCRA script: its header documents the keys, arguments and reply.
-pub const SCRIPT: &str = include_str!("redis_limiter/gcra.lua");
+mod observe;
+mod script;
+
+use observe::{FallbackObserver, Meters, breaker_config};
+use script::{CallError, decide};
+pub use script::{ERROR_KINDS, Request, SCRIPT, bucket_key, script_args};
 
 /// The Redis breaker's name in `circuit_breaker_*` metrics.
 pub const BREAKER: &str = "redis";
-
-/// The `kind` label values of `rate_limit_redis_errors_total`.
-pub const ERROR_KINDS: [&str; 3] = ["timeout", "connection", "response"];
-
-/// Why a call to Redis gave no verdict.
-#[derive(Debug, Clone)]
-enum CallError {
-    /// Past the call's budget (or its batch's), or the queue to Redis was full.
-    Timeout,
-    /// The breaker is open: Redis is not asked until `.0` has passed.
-    Open(Duration),
-    /// A Redis or connection error, or a reply the script cannot have sent; `kind` is one of
-    /// [`ERROR_KINDS`].
-    Failed { kind: &'static str, message: String },
-}
-
-impl CallError {
-    fn redis(e: &RedisError) -> Self {
-        let kind = if e.is_timeout() {
-            "timeout"
-        } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-            "connection"
-        } else {
-            "response"
-        };
-        Self::Failed {
-            kind,
-            message: e.to_string(),
-        }
-    }
-
-    fn reply(what: String) -> Self {
-        Self::Failed {
-            kind: "response",
-            message: format!("unexpected script reply: {what}"),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Timeout | Self::Open(_) => "timeout",
-            Self::Failed { kind, .. } => kind,
-        }
-    }
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("no answer within rate_limit.redis.timeout"),
-            Self::Open(_) => f.write_str("the Redis breaker is open"),
-            Self::Failed { message, .. } => f.write_str(message),
-        }
-    }
-}
-
-/// Metric handles, registered once (a lookup by labels per request would hash them).
-#[derive(Debug)]
-struct Meters {
-    /// Per script call (one batch).
-    duration: Histogram,
-    /// Per failed script call.
-    errors: [Counter; 3],
-    /// Per request.
-    by_redis: Counter,
-    by_fallback: Counter,
-}
-
-impl Meters {
-    fn register() -> Self {
-        let meters = Self {
-            duration: histogram!(RATE_LIMIT_REDIS_DURATION),
-            errors: ERROR_KINDS.map(|kind| counter!(RATE_LIMIT_REDIS_ERRORS, "kind" => kind)),
-            by_redis: counter!(RATE_LIMIT_BACKEND_DECISIONS, "backend" => "redis"),
-            by_fallback: counter!(RATE_LIMIT_BACKEND_DECISIONS, "backend" => "fallback"),
-        };
-        for c in meters
-            .errors
-            .iter()
-            .chain([&meters.by_redis, &meters.by_fallback])
-        {
-            c.absolute(0);
-        }
-        gauge!(RATE_LIMIT_FALLBACK_ACTIVE).set(0.0);
-        meters
-    }
-}
-
-/// The breaker's transitions, with the switch to the fallback and back logged once each way.
-struct FallbackObserver {
-    metrics: MetricsObserver,
-    fallback: Fallback,
-}
-
-impl Observer for FallbackObserver {
-    fn transition(&self, from: State, to: State) {
-        self.metrics.transition(from, to);
-        match (from, to) {
-            (State::Closed, State::Open) => {
-                gauge!(RATE_LIMIT_FALLBACK_ACTIVE).set(1.0);
-                tracing::warn!(
-                    fallback = self.fallback.as_str(),
-                    "Redis rate limiting unavailable: the fallback decides"
-                );
-            }
-            (_, State::Closed) => {
-                gauge!(RATE_LIMIT_FALLBACK_ACTIVE).set(0.0);
-                tracing::info!("Redis rate limiting restored");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The breaker in front of Redis: a few failures among the last calls open it, and one trial
-/// call after `open_wait` closes it again or reopens it.
-fn breaker_config(cfg: &RedisSettings) -> BreakerConfig {
-    BreakerConfig {
-        window: 10,
-        failure_rate_threshold: 50.0,
-        minimum_calls: 4,
-        // A call past its budget is a failure already; slowness adds nothing.
-        slow_call_duration: Duration::MAX,
-        slow_call_rate_threshold: 100.0,
-        open_wait: cfg.open_wait,
-        backoff_multiplier: 1.0,
-        open_wait_max: cfg.open_wait,
-        half_open_calls: 1,
-    }
-}
 
 /// The limiter: see the module docs.
 pub struct RedisLimiter {
@@ -366,65 +235,6 @@ impl RedisLimiter {
     }
 }
 
-/// The bucket key of one policy for one client.
-pub fn bucket_key(prefix: &str, rule: &Rule, client: ClientKey) -> String {
-    match (rule.keyed, client) {
-        (false, _) => format!("{prefix}{}", rule.name),
-        (true, ClientKey::Ip(ip)) => format!("{prefix}{}:{ip}", rule.name),
-        (true, ClientKey::ApiKey(index)) => format!("{prefix}{}:key{index}", rule.name),
-    }
-}
-
-/// One request's place in a script call: its bucket keys and their rules.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// Whose buckets.
-    pub client: ClientKey,
-    /// The rules that apply, in order.
-    pub rules: &'a [Rule],
-}
-
-/// The script's keys and arguments for a batch of requests (after the script or its SHA):
-/// `now` in microseconds replaces Redis's clock, for tests.
-pub fn script_args(cmd: &mut redis::Cmd, prefix: &str, batch: &[Request<'_>], now: Option<u64>) {
-    // Each distinct rule set goes once; a request names its set by position.
-    let mut sets: Vec<&[Rule]> = Vec::with_capacity(2);
-    let set_of: Vec<usize> = batch
-        .iter()
-        .map(
-            |r| match sets.iter().position(|s| std::ptr::eq(*s, r.rules)) {
-                Some(i) => i + 1,
-                None => {
-                    sets.push(r.rules);
-                    sets.len()
-                }
-            },
-        )
-        .collect();
-    cmd.arg(batch.iter().map(|r| r.rules.len()).sum::<usize>());
-    for request in batch {
-        for rule in request.rules {
-            cmd.arg(bucket_key(prefix, rule, request.client));
-        }
-    }
-    match now {
-        Some(now) => cmd.arg(now),
-        None => cmd.arg(""),
-    };
-    cmd.arg(sets.len());
-    for set in &sets {
-        cmd.arg(set.len());
-        for rule in *set {
-            let (interval, capacity) = rule.micros();
-            cmd.arg(interval).arg(capacity);
-        }
-    }
-    cmd.arg(batch.len());
-    for set in set_of {
-        cmd.arg(set);
-    }
-}
-
 /// A connection's task: takes every request waiting (up to [`MAX_BATCH`]), decides them in one
 /// script call (EVALSHA, then EVAL if Redis has lost the script), answers each, and repeats.
 /// While a call is out, new requests queue up for the next one. Ends with the limiter.
@@ -474,12 +284,16 @@ async fn batches(
             .collect();
         // The call must end while its most impatient request still waits: a call that ends
         // later helps nobody, and counts as the failure it is.
-        let result =
-            match tokio::time::timeout_at(deadline, call(&mut conn, &script, &requests)).await {
-                Ok(Ok(reply)) => decide(&requests, reply),
-                Ok(Err(e)) => Err(e),
-                Err(_elapsed) => Err(CallError::Timeout),
-            };
+        let result = match tokio::time::timeout_at(
+            deadline,
+            script::eval(&mut conn, &script.prefix, &script.sha, &requests),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => decide(&requests, reply),
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => Err(CallError::Timeout),
+        };
         drop(requests);
         if matches!(result, Err(CallError::Timeout)) {
             // The connection does not learn of a call it never answered: a stalled or half-open
@@ -512,74 +326,5 @@ async fn batches(
                 }
             }
         }
-    }
-}
-
-async fn call(
-    conn: &mut ConnectionManager,
-    script: &Invocation,
-    requests: &[Request<'_>],
-) -> Result<Value, CallError> {
-    let invocation = |command: &str, body: &str| {
-        let mut cmd = redis::cmd(command);
-        cmd.arg(body);
-        script_args(&mut cmd, &script.prefix, requests, None);
-        cmd
-    };
-    match invocation("EVALSHA", &script.sha)
-        .query_async::<Value>(conn)
-        .await
-    {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            invocation("EVAL", SCRIPT)
-                .query_async(conn)
-                .await
-                .map_err(|e| CallError::redis(&e))
-        }
-        other => other.map_err(|e| CallError::redis(&e)),
-    }
-}
-
-/// The decisions a script reply stands for, one per request.
-fn decide(requests: &[Request<'_>], reply: Value) -> Result<Vec<Decision>, CallError> {
-    let numbers: Vec<i64> =
-        redis::from_redis_value(reply).map_err(|e| CallError::reply(e.to_string()))?;
-    let bad = || CallError::reply(format!("{} numbers", numbers.len()));
-    let micros = |n: i64| u64::try_from(n).unwrap_or(0);
-    let mut rest = numbers.as_slice();
-    let mut decisions = Vec::with_capacity(requests.len());
-    for request in requests {
-        let n = request.rules.len();
-        let Some((&[refused, wait], tail)) = rest.split_first_chunk::<2>() else {
-            return Err(bad());
-        };
-        if tail.len() < n {
-            return Err(bad());
-        }
-        let (aheads, tail) = tail.split_at(n);
-        rest = tail;
-        let refused = usize::try_from(refused)
-            .ok()
-            .filter(|r| *r <= n)
-            .ok_or_else(bad)?;
-        let policies = request
-            .rules
-            .iter()
-            .zip(aheads)
-            .enumerate()
-            .map(|(i, (rule, ahead))| {
-                if refused == i + 1 {
-                    rule.refused_micros(micros(wait))
-                } else {
-                    rule.admitted_micros(micros(*ahead))
-                }
-            })
-            .collect();
-        decisions.push(Decision { policies });
-    }
-    if rest.is_empty() {
-        Ok(decisions)
-    } else {
-        Err(bad())
     }
 }

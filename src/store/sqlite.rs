@@ -12,21 +12,23 @@
 mod idempotency;
 mod migrate;
 mod readers;
+mod rows;
 mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use super::sql::{self, Param, Query};
+use super::sql;
 use super::{OrderRow, PoolStats, StoreError};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::orders::{ListFilter, Order, OrderStatus, Position};
+
+use rows::{decode, from_sqlite, insert, params, rows, timestamp, timestamp_of};
 
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 32;
@@ -312,121 +314,6 @@ impl SqliteStore {
             store.inner.readers.clear();
         })
         .await;
-    }
-}
-
-/// The INSERT of one order, placed.
-fn insert(conn: &Connection, o: &Order, items: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO orders (id, customer_id, currency, items, total_minor, status, \
-         created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .and_then(|mut s| {
-        s.execute(rusqlite::params![
-            o.id.hyphenated().to_string(),
-            o.customer_id.as_str(),
-            o.currency.code(),
-            items,
-            o.total_minor,
-            o.status.as_str(),
-            timestamp(o.created_at),
-            timestamp(o.updated_at),
-            o.version,
-        ])
-    })
-    .map_err(from_sqlite)?;
-    Ok(())
-}
-
-/// The rows of a built query.
-fn rows(conn: &Connection, q: &Query) -> Result<Vec<OrderRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&q.sql).map_err(from_sqlite)?;
-    let rows = stmt
-        .query_map(params(q), decode)
-        .map_err(from_sqlite)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(from_sqlite)?;
-    rows.into_iter().collect()
-}
-
-/// A built query's parameters as SQLite holds them: times as fixed-width text, ids hyphenated.
-fn params(q: &Query) -> rusqlite::ParamsFromIter<Vec<Value>> {
-    rusqlite::params_from_iter(
-        q.params
-            .iter()
-            .map(|p| match p {
-                Param::Text(s) => Value::Text(s.clone()),
-                Param::Int(n) => Value::Integer(*n),
-                Param::Time(t) => Value::Text(timestamp(*t)),
-                Param::Id(id) => Value::Text(id.hyphenated().to_string()),
-            })
-            .collect(),
-    )
-}
-
-/// Fixed width (microseconds, `Z`) so that text order is time order.
-pub(super) fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// A stored timestamp, if it is one.
-fn timestamp_of(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
-}
-
-/// A row, as far as SQLite can tell; the caller decodes the domain (a bad value is a corrupt
-/// row, not a failed query).
-fn decode(r: &Row<'_>) -> rusqlite::Result<Result<OrderRow, StoreError>> {
-    let id: String = r.get(0)?;
-    let created_at: String = r.get(6)?;
-    let updated_at: String = r.get(7)?;
-    let fields = (
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(8)?,
-    );
-    Ok((|| {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            id: id.clone(),
-            reason,
-        };
-        let time = |col: &str, text: &str| {
-            timestamp_of(text).ok_or_else(|| corrupt(format!("{col}: {text:?}")))
-        };
-        let (customer_id, currency, items, total_minor, status, version) = fields;
-        Ok(OrderRow {
-            id: Uuid::parse_str(&id).map_err(|e| corrupt(format!("id: {e}")))?,
-            customer_id,
-            currency,
-            items,
-            total_minor,
-            status,
-            created_at: time("created_at", &created_at)?,
-            updated_at: time("updated_at", &updated_at)?,
-            version,
-        })
-    })())
-}
-
-/// What a SQLite error means for the caller: the database is busy, out of space or cannot be
-/// read (503, a database failure), or a bug of ours (500).
-fn from_sqlite(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode as C;
-    match e.sqlite_error_code() {
-        Some(
-            C::DatabaseBusy
-            | C::DatabaseLocked
-            | C::CannotOpen
-            | C::SystemIoFailure
-            | C::DiskFull
-            | C::OutOfMemory
-            | C::ReadOnly
-            | C::FileLockingProtocolFailed,
-        ) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Internal(e.to_string()),
     }
 }
 
