@@ -2,6 +2,8 @@
 
 pub mod openapi;
 pub mod orders;
+pub mod requests;
+pub mod wire;
 
 use axum::Router;
 

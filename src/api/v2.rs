@@ -4,6 +4,7 @@
 
 pub mod openapi;
 pub mod orders;
+pub mod requests;
 pub mod wire;
 
 use axum::Router;

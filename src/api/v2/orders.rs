@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::openapi::{IfMatch, IfNoneMatch, ListQueryV2, NewOrderV2};
+use super::requests::{IfMatch, IfNoneMatch, ListQueryV2, NewOrderV2};
 use super::wire::{
     OrderV2, PageV2, encode_cursor, parse_list_query, parse_new_order, position, query_string,
 };
