@@ -1,10 +1,11 @@
 //! The crate's shape, checked on its source: no import cycle between the top-level modules of
-//! `src/`, and no source file over 400 lines.
+//! `src/`, nor between the children of any module, and no source file over 400 lines.
 //!
-//! The import graph is read from the paths themselves. Every `crate::a::…` (also inside a
-//! `use crate::{a::…, b}` group) and every `super::…` that climbs to the crate root and names `a`
-//! is an edge from the module the file (or inline `mod`) belongs to, to `a`. Comments, string
-//! and character literals are skipped, so a path in a doc comment or a message is not an edge.
+//! The import graph is read from the paths themselves. Every `crate::…`, `super::…` and
+//! `self::…` path (also each one in a `use` group) is resolved from the module the file (or an
+//! inline `mod`) belongs to; a path from `a::x::…` to `a::y::…` is an edge `x → y` among the
+//! children of `a`, and at the root, `x → y` between top-level modules. Comments, string and
+//! character literals are skipped, so a path in a doc comment or a message is not an edge.
 //! A cycle is reported with the files behind each of its edges.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,39 +168,49 @@ fn tokens(code: &str) -> Vec<String> {
     out
 }
 
-/// The first segments of the paths in a `{…}` group that starts at `toks[at]` (the `{`).
-fn group_heads(toks: &[String], at: usize) -> Vec<String> {
-    let mut heads = Vec::new();
-    let mut depth = 0;
-    let mut expect_head = true;
-    for t in &toks[at..] {
-        match t.as_str() {
-            "{" => {
-                depth += 1;
-                if depth == 1 {
-                    expect_head = true;
+/// The paths a use tree starting at `toks[at]` names, each as its segments after `prefix`:
+/// `a::b::{c, d::e}` is `[a, b, c]` and `[a, b, d, e]`. Returns them and where the tree ends.
+fn use_tree(toks: &[String], mut at: usize, prefix: &[String]) -> (Vec<Vec<String>>, usize) {
+    let mut path = prefix.to_vec();
+    loop {
+        match toks.get(at).map(String::as_str) {
+            Some("{") => {
+                let mut paths = Vec::new();
+                at += 1;
+                while let Some(t) = toks.get(at) {
+                    match t.as_str() {
+                        "}" => return (paths, at + 1),
+                        "," => at += 1,
+                        _ => {
+                            let (inner, end) = use_tree(toks, at, &path);
+                            paths.extend(inner);
+                            // Skip what follows the path, e.g. `as name`.
+                            at = end;
+                            while toks.get(at).is_some_and(|t| t != "," && t != "}") {
+                                at += 1;
+                            }
+                        }
+                    }
+                }
+                return (paths, at);
+            }
+            Some(t) if t.chars().all(ident_char) && t != "self" => {
+                path.push(t.to_owned());
+                if toks.get(at + 1).is_some_and(|t| t == "::") {
+                    at += 2;
+                } else {
+                    return (vec![path], at + 1);
                 }
             }
-            "}" => {
-                depth -= 1;
-                if depth == 0 {
-                    break;
-                }
-            }
-            "," if depth == 1 => expect_head = true,
-            _ if depth == 1 && expect_head => {
-                heads.push(t.clone());
-                expect_head = false;
-            }
-            _ => {}
+            _ => return (vec![path], at + 1),
         }
     }
-    heads
 }
 
-/// The top-level modules a file names, each with the top-level module that names it (a file
-/// at the crate root can hold an inline module of its own).
-fn references(file: &Path) -> Vec<(String, String)> {
+/// Every path a file names, from where it names it: `(module, path)`, both from the crate
+/// root. `crate::`, `super::` and `self::` paths are resolved; a path that starts with a name is
+/// relative to something this reader does not track and is left out (it can only go down).
+fn references(file: &Path) -> Vec<(Vec<String>, Vec<String>)> {
     let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let toks = tokens(&code_only(&text));
     let base = module_path(file);
@@ -207,8 +218,7 @@ fn references(file: &Path) -> Vec<(String, String)> {
     let mut inline: Vec<(String, usize)> = Vec::new();
     let mut depth = 0usize;
     let mut found = Vec::new();
-    let mut i = 0;
-    while i < toks.len() {
+    for i in 0..toks.len() {
         let t = toks[i].as_str();
         match t {
             "{" => depth += 1,
@@ -223,51 +233,56 @@ fn references(file: &Path) -> Vec<(String, String)> {
             }
             _ => {}
         }
+        let preceded_by_path = i > 0 && toks[i - 1] == "::";
+        if preceded_by_path || toks.get(i + 1).is_none_or(|t| t != "::") {
+            continue;
+        }
         let mut here: Vec<String> = base.clone();
         here.extend(inline.iter().map(|(n, _)| n.clone()));
-        let from = here.first().cloned().unwrap_or_default();
-        let preceded_by_path = i > 0 && toks[i - 1] == "::";
-        if t == "crate" && !preceded_by_path && toks.get(i + 1).is_some_and(|t| t == "::") {
-            match toks.get(i + 2).map(String::as_str) {
-                Some("{") => {
-                    for head in group_heads(&toks, i + 2) {
-                        found.push((from.clone(), head));
-                    }
+        let (start, mut j) = match t {
+            "crate" => (Vec::new(), i + 2),
+            "self" => (here.clone(), i + 2),
+            "super" => {
+                let mut at = here.clone();
+                let mut j = i;
+                while toks.get(j).is_some_and(|t| t == "super")
+                    && toks.get(j + 1).is_some_and(|t| t == "::")
+                {
+                    at.pop();
+                    j += 2;
                 }
-                Some(head) => found.push((from.clone(), head.to_owned())),
-                None => {}
+                (at, j)
             }
-        } else if t == "super" && !preceded_by_path {
-            let mut at = here.clone();
-            let mut j = i;
-            while toks.get(j).is_some_and(|t| t == "super")
-                && toks.get(j + 1).is_some_and(|t| t == "::")
-            {
-                at.pop();
-                j += 2;
-            }
-            if at.is_empty()
-                && let Some(head) = toks.get(j)
-            {
-                found.push((from.clone(), head.clone()));
-            }
+            _ => continue,
+        };
+        if toks.get(j).is_some_and(|t| t == "self") {
+            j += 2;
         }
-        i += 1;
+        for path in use_tree(&toks, j, &start).0 {
+            found.push((here.clone(), path));
+        }
     }
     found
 }
 
+/// Import edges between the children of one module, each with the files that make it.
 type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
-/// Edges between top-level modules, each with the files that make it.
-fn import_graph() -> (BTreeSet<String>, Graph) {
+/// For every module (the crate root is `""`), the import graph between its children: a path
+/// from `a::x::…` to `a::y::…` is an edge `x → y` among the children of `a`.
+fn import_graphs() -> BTreeMap<String, (BTreeSet<String>, Graph)> {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let modules: BTreeSet<String> = files
-        .iter()
-        .filter_map(|f| module_path(f).first().cloned())
-        .collect();
-    let mut graph = Graph::new();
+    let mut graphs: BTreeMap<String, (BTreeSet<String>, Graph)> = BTreeMap::new();
+    let mut modules = BTreeSet::new();
+    for file in &files {
+        let path = module_path(file);
+        for n in 1..=path.len() {
+            modules.insert(path[..n].to_vec());
+            let (children, _) = graphs.entry(path[..n - 1].join("::")).or_default();
+            children.insert(path[n - 1].clone());
+        }
+    }
     for file in &files {
         let rel = file
             .strip_prefix(src())
@@ -275,18 +290,23 @@ fn import_graph() -> (BTreeSet<String>, Graph) {
             .display()
             .to_string();
         for (from, to) in references(file) {
-            if from.is_empty() || from == to || !modules.contains(&to) {
-                continue;
+            let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            if common >= from.len() || common >= to.len() {
+                continue; // within one module, or up to an ancestor
             }
+            if !modules.contains(&to[..=common]) || !modules.contains(&from[..=common]) {
+                continue; // an item, not a module, or an inline (test) module
+            }
+            let (_, graph) = graphs.entry(from[..common].join("::")).or_default();
             graph
-                .entry(from)
+                .entry(from[common].clone())
                 .or_default()
-                .entry(to)
+                .entry(to[common].clone())
                 .or_default()
                 .insert(rel.clone());
         }
     }
-    (modules, graph)
+    graphs
 }
 
 /// One cycle through the graph, if there is any, as the modules along it (first repeated last).
@@ -337,25 +357,38 @@ fn find_cycle(modules: &BTreeSet<String>, graph: &Graph) -> Option<Vec<String>> 
 }
 
 #[test]
-fn the_top_level_modules_import_each_other_without_a_cycle() {
-    let (modules, graph) = import_graph();
-    // The graph is not empty: the reader finds the imports it is meant to find.
-    assert!(
-        graph
-            .get("server")
-            .is_some_and(|e| e.contains_key("config")),
-        "expected server → config among {graph:?}"
-    );
-    if let Some(cycle) = find_cycle(&modules, &graph) {
-        let edges: Vec<String> = cycle
-            .windows(2)
-            .map(|w| format!("{} → {} ({:?})", w[0], w[1], graph[&w[0]][&w[1]]))
-            .collect();
-        panic!(
-            "import cycle between top-level modules:\n  {}",
-            edges.join("\n  ")
-        );
+fn no_import_cycle_between_the_top_level_modules_nor_between_siblings() {
+    let graphs = import_graphs();
+    // The reader finds the imports it is meant to find.
+    let edges = |parent: &str, from: &str| {
+        graphs
+            .get(parent)
+            .and_then(|(_, g)| g.get(from))
+            .map(|e| e.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(edges("", "server").contains(&"config".to_owned()));
+    assert!(edges("api::v2", "orders").contains(&"wire".to_owned()));
+    let mut cycles = Vec::new();
+    for (parent, (children, graph)) in &graphs {
+        if let Some(cycle) = find_cycle(children, graph) {
+            let steps: Vec<String> = cycle
+                .windows(2)
+                .map(|w| format!("{} → {} ({:?})", w[0], w[1], graph[&w[0]][&w[1]]))
+                .collect();
+            let within = if parent.is_empty() {
+                "the crate root"
+            } else {
+                parent
+            };
+            cycles.push(format!("in {within}:\n    {}", steps.join("\n    ")));
+        }
     }
+    assert!(
+        cycles.is_empty(),
+        "import cycles:\n  {}",
+        cycles.join("\n  ")
+    );
 }
 
 #[test]
@@ -398,11 +431,18 @@ fn the_path_reader_sees_groups_and_super_but_not_comments_or_strings() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(crate_at.len(), 2, "{toks:?}");
+    let paths = |at: usize| use_tree(&toks, at, &[]).0;
+    let names = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        group_heads(&toks, crate_at[0] + 2),
-        ["alpha", "beta", "gamma"]
+        paths(crate_at[0] + 2),
+        [
+            names(&["alpha", "X"]),
+            names(&["beta"]),
+            names(&["gamma"]),
+            names(&["gamma", "Y"])
+        ]
     );
-    assert_eq!(toks[crate_at[1] + 2], "delta");
+    assert_eq!(paths(crate_at[1] + 2), [names(&["delta", "g"])]);
     assert!(toks.iter().any(|t| t == "epsilon"));
     for hidden in ["comment_line", "block", "deeper", "in_string", "in_raw"] {
         assert!(
