@@ -30,14 +30,14 @@ fn limiter(c: &mut Criterion) {
     });
     let one = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     c.bench_function("limiter/check, three policies, one client", |b| {
-        b.iter(|| all.check(one, true))
+        b.iter(|| all.check(one, true));
     });
     let mut n: u32 = 0;
     c.bench_function("limiter/check, per-client, new client each time", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
             all.check(IpAddr::V4(Ipv4Addr::from(n)), false)
-        })
+        });
     });
 }
 
@@ -46,7 +46,7 @@ fn breaker(c: &mut Criterion) {
     let _guard = rt.enter();
     let breaker = Breaker::new(BreakerConfig::default(), Box::new(()));
     c.bench_function("breaker/acquire + record", |b| {
-        b.iter(|| breaker.try_acquire().map(|p| p.record(false)))
+        b.iter(|| breaker.try_acquire().map(|p| p.record(false)));
     });
 
     let bare: Router = Router::new().route("/api/v1/x", get(|| async { "ok" }));
@@ -77,14 +77,14 @@ fn breaker(c: &mut Criterion) {
             request,
             |req| bare.clone().oneshot(req),
             BatchSize::SmallInput,
-        )
+        );
     });
     group.bench_function("behind the guards, breaker on", |b| {
         b.to_async(&rt).iter_batched(
             request,
             |req| guarded.clone().oneshot(req),
             BatchSize::SmallInput,
-        )
+        );
     });
     group.finish();
 }

@@ -45,6 +45,7 @@ struct Counting;
 
 static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+#[allow(unsafe_code)] // the one unsafe in the project: counting needs a GlobalAlloc
 // SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
 // GlobalAlloc contract; the counter is a relaxed atomic that touches no allocated memory.
 unsafe impl std::alloc::GlobalAlloc for Counting {
@@ -252,7 +253,7 @@ fn stack(c: &mut Criterion) {
         let allocations = allocations_per_request(&rt, app, || get_request(&id));
         println!("stack/get_order/{name}: {allocations:.1} allocations per request");
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| call(app, get_request(&id)))
+            b.to_async(&rt).iter(|| call(app, get_request(&id)));
         });
     }
     group.finish();
@@ -276,7 +277,7 @@ fn stack(c: &mut Criterion) {
         println!("stack/trivial/{name}: {allocations:.1} allocations per request");
         group.bench_function(name, |b| {
             b.to_async(&rt)
-                .iter(|| call(app, get_request("/api/v1/ping")))
+                .iter(|| call(app, get_request("/api/v1/ping")));
         });
     }
     group.finish();
@@ -302,7 +303,7 @@ fn metrics_recording(c: &mut Criterion) {
             if n.is_multiple_of(100_000) {
                 handle.run_upkeep();
             }
-        })
+        });
     });
     group.bench_function("counter + histogram, three labels", |b| {
         let mut n: u64 = 0;
@@ -319,7 +320,7 @@ fn metrics_recording(c: &mut Criterion) {
             if n.is_multiple_of(100_000) {
                 handle.run_upkeep();
             }
-        })
+        });
     });
     group.finish();
 }
@@ -350,7 +351,7 @@ fn access_log(c: &mut Criterion) {
                 user_agent = "bench",
                 "request completed"
             );
-        })
+        });
     });
     let span = tracing::info_span!(
         target: "orders_api::http",
@@ -373,7 +374,7 @@ fn access_log(c: &mut Criterion) {
                 user_agent = "bench",
                 "request completed"
             );
-        })
+        });
     });
     group.finish();
 }

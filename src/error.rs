@@ -277,7 +277,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(cause) => tracing::error!(error = %cause, "request failed"),
             Self::Database(e @ StoreError::Unavailable(_)) => {
-                tracing::warn!(error = %e, "database unavailable")
+                tracing::warn!(error = %e, "database unavailable");
             }
             Self::Database(e) => tracing::error!(error = %e, "database error"),
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),

@@ -261,7 +261,7 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
+        dispatch!(self, s => s.close().await);
     }
 }
 

@@ -432,7 +432,11 @@ fn the_path_reader_sees_groups_and_super_but_not_comments_or_strings() {
         .collect();
     assert_eq!(crate_at.len(), 2, "{toks:?}");
     let paths = |at: usize| use_tree(&toks, at, &[]).0;
-    let names = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let names = |p: &[&str]| {
+        p.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         paths(crate_at[0] + 2),
         [

@@ -165,7 +165,12 @@ mod tests {
         RawKey {
             id: Some(id.into()),
             sha256: Some(sha256.into()),
-            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+            scopes: Some(
+                scopes
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
+            ),
         }
     }
 

@@ -160,7 +160,9 @@ impl Buckets {
     fn shard(&self, key: &ClientKey) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         // Every update is a single insert or remove, so a poisoned shard is still consistent.
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -197,7 +199,9 @@ impl Keyed {
             .shards
             .iter()
             .map(|shard| {
-                let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let mut map = shard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 map.retain(|_, tat| *tat > now);
                 map.shrink_to_fit();
                 map.len()

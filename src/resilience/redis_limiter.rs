@@ -253,7 +253,7 @@ async fn batches(
     match tokio::time::timeout(connect.patience, load).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet")
+            tracing::warn!(error = %e, "cannot load the rate-limit script into Redis yet");
         }
         Err(_) => tracing::warn!("no answer from Redis to SCRIPT LOAD yet"),
     }

@@ -228,7 +228,7 @@ where
             fields.clear();
             fields.put("timestamp", timestamp);
             fields.put("level", |o| {
-                quoted(o, |w| w.write_str(meta.level().as_str()))
+                quoted(o, |w| w.write_str(meta.level().as_str()));
             });
             fields.put("target", |o| quoted(o, |w| w.write_str(meta.target())));
             fields.put("message", |o| o.extend_from_slice(b"\"\""));

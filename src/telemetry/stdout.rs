@@ -52,8 +52,14 @@ pub fn flush() {
 /// Takes the pending bytes and writes them, holding the output lock throughout (always taken
 /// before the buffer's) so batches keep their order.
 fn write_out(s: &Shared) {
-    let mut out = s.out.lock().unwrap_or_else(|e| e.into_inner());
-    let mut pending = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = s
+        .out
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pending = s
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if pending.is_empty() {
         return;
     }
@@ -80,7 +86,11 @@ pub struct LineWriter(&'static Shared);
 
 impl Write for LineWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut pending = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pending.extend_from_slice(data);
         if pending.len() >= BATCH {
             // Release the buffer lock first: the output lock is always taken before it.

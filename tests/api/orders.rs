@@ -150,7 +150,7 @@ async fn pagination_over_250_orders_has_no_gaps_or_repeats(backend: Backend) {
         offset += 7;
     }
     let ids: Vec<&str> = seen.iter().map(|o| o["id"].as_str().unwrap()).collect();
-    let unique: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    let unique: HashSet<String> = ids.iter().map(std::string::ToString::to_string).collect();
     assert_eq!(ids.len(), 250, "repeats or gaps");
     assert_eq!(unique, created);
     // Newest first, ties broken by id: the sequence is strictly descending on (created_at, id).

@@ -64,7 +64,9 @@ impl Readers {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` on a read connection, inside a snapshot at least as new as the last commit.
