@@ -28,7 +28,7 @@ pub use auth::AuthSettings;
 pub use circuit_breaker::{BreakerConfig, BreakerSettings};
 pub use database::{DatabaseSettings, SqliteSynchronous};
 pub use idempotency::IdempotencySettings;
-pub use layers::{Sources, env_var_for};
+pub use layers::{META_VARS, Sources, env_var_for};
 pub use log::{LogFormat, LogSettings};
 pub use print::render as render_effective;
 pub use rate_limit::{

@@ -12,7 +12,7 @@ use super::{ConfigError, LoadOptions};
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Environment variables that steer loading and are not settings themselves.
-const META_VARS: [&str; 3] = ["APP_PROFILE", "APP_CONFIG_DIR", "APP_CONFIG_FILE"];
+pub const META_VARS: [&str; 3] = ["APP_PROFILE", "APP_CONFIG_DIR", "APP_CONFIG_FILE"];
 const ENV_PREFIX: &str = "APP_";
 
 /// Conventional variables honoured as settings, below `APP_*` in precedence.

@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use orders_api::auth::keys::hash;
 use serde_json::{Value, json};
 
-use crate::binary::{self, eventually, get_status, http, wait_line};
-use crate::helpers::{Backend, TestApp, order_body, problem};
+use crate::support::binary::{self, eventually, get_status, http, wait_line};
+use orders_api::config::Settings;
+
+use crate::support::helpers::{Backend, TestApp, api_key, order_body, per_client_limit, problem};
 
 const READER: &str = "oak_reader-0123456789abcdefghijklmnopqrstuvwxyz";
 const WRITER: &str = "oak_writer-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -18,6 +20,17 @@ const ADMIN: &str = "oak_admin-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// A keys file (the shape of the mounted Secret) with the three test keys, and the settings
 /// that turn authentication on with it.
+/// The three keys of [`Keys`]: id, the key itself, scopes.
+const KEYS: [(&str, &str, &[&str]); 3] = [
+    ("reader", READER, &["orders:read"]),
+    ("writer", WRITER, &["orders:write"]),
+    ("admin", ADMIN, &["orders:read", "orders:write"]),
+];
+
+fn sha256_hex(key: &str) -> String {
+    hash(key).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub struct Keys {
     _dir: tempfile::TempDir,
     path: String,
@@ -27,17 +40,15 @@ impl Keys {
     pub fn write() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
-        for (id, key, scopes) in [
-            ("reader", READER, r#"["orders:read"]"#),
-            ("writer", WRITER, r#"["orders:write"]"#),
-            ("admin", ADMIN, r#"["orders:read", "orders:write"]"#),
-        ] {
-            let sha = hash(key)
+        for (id, key, scopes) in KEYS {
+            let sha = sha256_hex(key);
+            let scopes = scopes
                 .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>();
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             text.push_str(&format!(
-                "[[keys]]\nid = \"{id}\"\nsha256 = \"{sha}\"\nscopes = {scopes}\n"
+                "[[keys]]\nid = \"{id}\"\nsha256 = \"{sha}\"\nscopes = [{scopes}]\n"
             ));
         }
         let path = dir.path().join("keys.toml");
@@ -48,11 +59,17 @@ impl Keys {
         }
     }
 
-    pub fn env(&self) -> [(&str, &str); 2] {
-        [
-            ("APP_AUTH__ENABLED", "true"),
-            ("APP_AUTH__KEYS_FILE", self.path.as_str()),
-        ]
+    /// The settings of an instance that reads this file: authentication on, the three keys.
+    pub fn enable(&self) -> impl FnOnce(&mut Settings) + Send + use<> {
+        let path = PathBuf::from(&self.path);
+        move |s| {
+            s.auth.enabled = true;
+            s.auth.keys_file = Some(path);
+            s.auth.keys = KEYS
+                .iter()
+                .map(|(id, key, scopes)| api_key(id, &sha256_hex(key), scopes))
+                .collect();
+        }
     }
 }
 
@@ -89,7 +106,10 @@ fn bearer(key: &str) -> String {
 #[tokio::test]
 async fn missing_malformed_and_wrong_keys_get_401_with_a_challenge() {
     let keys = Keys::write();
-    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .spawn()
+        .await;
     let plain = r#"Bearer realm="orders-api""#;
     let invalid = r#"Bearer realm="orders-api", error="invalid_token""#;
     let cases: [(Option<String>, &str); 6] = [
@@ -129,7 +149,10 @@ async fn missing_malformed_and_wrong_keys_get_401_with_a_challenge() {
 #[tokio::test]
 async fn each_scope_reaches_its_methods_and_only_those() {
     let keys = Keys::write();
-    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .spawn()
+        .await;
     let (reader, writer, admin) = (bearer(READER), bearer(WRITER), bearer(ADMIN));
 
     let created = send(&app, reqwest::Method::POST, "/api/v1/orders", Some(&writer)).await;
@@ -187,7 +210,10 @@ async fn each_scope_reaches_its_methods_and_only_those() {
 #[tokio::test]
 async fn probes_metrics_and_unknown_paths_need_no_key() {
     let keys = Keys::write();
-    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .spawn()
+        .await;
     for url in [
         app.url("/healthz"),
         app.ops_url("/healthz"),
@@ -226,15 +252,11 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
 #[tokio::test]
 async fn rate_limits_count_per_key_across_addresses_and_per_address_without_one() {
     let keys = Keys::write();
-    let mut env = keys.env().to_vec();
-    env.extend([
-        ("APP_RATE_LIMIT__ENABLED", "true"),
-        ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "0.01"),
-        ("APP_RATE_LIMIT__PER_CLIENT__BURST", "2"),
-        ("APP_RATE_LIMIT__GLOBAL__BURST", "0"),
-        ("APP_RATE_LIMIT__WRITES__BURST", "0"),
-    ]);
-    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .with(per_client_limit(0.01, 2))
+        .spawn()
+        .await;
     let url = app.url("/api/v1/orders");
     let status = |ip: [u8; 4], key: &str| {
         let req = client_from(ip)
@@ -382,7 +404,10 @@ fn serving_without_keys_warns_that_the_api_is_open() {
 #[tokio::test]
 async fn idempotency_keys_belong_to_the_api_key_not_the_address() {
     let keys = Keys::write();
-    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .spawn()
+        .await;
     let create = |key: &'static str| {
         app.client
             .post(app.url("/api/v1/orders"))

@@ -3,20 +3,23 @@
 //! the schema is not ready) count as nothing, so clients cannot dilute the failure rate or
 //! close a half-open breaker during an outage.
 
+use orders_api::config::Settings;
 use serde_json::{Value, json};
 use sqlx::Connection;
+use std::time::Duration;
 
-use crate::faults::until;
-use crate::helpers::{Backend, TestApp, both_backends, metric, order_body, problem};
+use crate::support::faults::until;
+use crate::support::helpers::{Backend, TestApp, both_backends, metric, order_body, problem};
 
 /// A small window: five calls decide.
-const SMALL: [(&str, &str); 5] = [
-    ("APP_CIRCUIT_BREAKER__WINDOW", "5"),
-    ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "5"),
-    ("APP_CIRCUIT_BREAKER__FAILURE_RATE_THRESHOLD", "50"),
-    ("APP_CIRCUIT_BREAKER__HALF_OPEN_CALLS", "2"),
-    ("APP_DATABASE__BUSY_TIMEOUT", "20ms"),
-];
+fn small(s: &mut Settings) {
+    let breaker = &mut s.circuit_breaker.config;
+    breaker.window = 5;
+    breaker.minimum_calls = 5;
+    breaker.failure_rate_threshold = 50.0;
+    breaker.half_open_calls = 2;
+    s.database.busy_timeout = Duration::from_millis(20);
+}
 
 pub async fn breaker_state(app: &TestApp) -> String {
     let ready: Value = app
@@ -45,7 +48,7 @@ async fn calls(app: &TestApp, outcome: &str) -> f64 {
 
 /// Holds SQLite's write lock, so that writes fail with SQLITE_BUSY after the busy timeout.
 async fn lock_writes(app: &TestApp) -> rusqlite::Connection {
-    let conn = crate::helpers::sqlite(&app.backend.url());
+    let conn = crate::support::helpers::sqlite(&app.backend.url());
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     conn
 }
@@ -80,7 +83,10 @@ async fn refused_before_the_store(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_never_reach_the_store_do_not_dilute_the_failure_rate() {
-    let app = TestApp::spawn_with(Backend::sqlite(), &SMALL).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(small)
+        .spawn()
+        .await;
     let ignored_before = calls(&app, "ignored").await;
     let lock = lock_writes(&app).await;
     for i in 0..5 {
@@ -112,18 +118,21 @@ async fn answers_that_never_reach_the_store_do_not_dilute_the_failure_rate() {
     let body = problem(res, 503).await;
     assert_eq!(body["type"], "urn:orders-api:problem:circuit-open");
     lock.execute_batch("ROLLBACK").unwrap();
-    let keys = crate::helpers::sqlite_count(&lock, "SELECT COUNT(*) FROM idempotency_keys");
+    let keys =
+        crate::support::helpers::sqlite_count(&lock, "SELECT COUNT(*) FROM idempotency_keys");
     assert_eq!(keys, 0, "no key was reserved while the breaker was open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_do_not_close_a_half_open_breaker() {
-    let mut env = SMALL.to_vec();
-    env.extend([
-        ("APP_CIRCUIT_BREAKER__OPEN_WAIT", "200ms"),
-        ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "200ms"),
-    ]);
-    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(small)
+        .with(|s| {
+            s.circuit_breaker.config.open_wait = Duration::from_millis(200);
+            s.circuit_breaker.config.open_wait_max = Duration::from_millis(200);
+        })
+        .spawn()
+        .await;
     let lock = lock_writes(&app).await;
     for i in 0..5 {
         let res = app
@@ -153,10 +162,13 @@ async fn refused_requests_do_not_close_a_half_open_breaker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_row_is_a_500_but_not_a_database_failure() {
-    let app = TestApp::spawn_with(Backend::sqlite(), &SMALL).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(small)
+        .spawn()
+        .await;
     let order = app.create_order(&order_body("to-corrupt")).await;
     let id = order["id"].as_str().unwrap().to_string();
-    let conn = crate::helpers::sqlite(&app.backend.url());
+    let conn = crate::support::helpers::sqlite(&app.backend.url());
     conn.execute("UPDATE orders SET items = 'not json' WHERE id = ?1", [&id])
         .unwrap();
     let failures_before = calls(&app, "failure").await;
@@ -218,14 +230,13 @@ async fn transient_postgres_errors_are_503_and_database_failures() {
     };
     // A trigger that fails inserts of customers named `fail-<SQLSTATE>` with that code.
     let mut conn = sqlx::PgConnection::connect(&backend.url()).await.unwrap();
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("APP_CIRCUIT_BREAKER__WINDOW", "10"),
-            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "10"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(backend)
+        .with(|s| {
+            s.circuit_breaker.config.window = 10;
+            s.circuit_breaker.config.minimum_calls = 10;
+        })
+        .spawn()
+        .await;
     for sql in [
         "CREATE FUNCTION fail_by_name() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = substr(NEW.customer_id, 6); END $$",

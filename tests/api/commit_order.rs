@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use serde_json::Value;
 use sqlx::Connection;
 
-use crate::faults::until;
-use crate::helpers::{Backend, TestApp, both_backends};
+use crate::support::faults::until;
+use crate::support::helpers::{Backend, TestApp, both_backends};
 use crate::v2::v2_body;
 
 both_backends!(created_at_order_is_commit_order_under_concurrent_creates);
@@ -164,7 +164,7 @@ async fn created_at_order_is_commit_order_under_concurrent_creates(backend: Back
     // Strictly newest first: no two orders share a place.
     assert!(created.windows(2).all(|w| w[0] > w[1]), "{created:?}");
     if let Backend::Sqlite(_) = app.backend {
-        let c = crate::helpers::sqlite(&app.backend.url());
+        let c = crate::support::helpers::sqlite(&app.backend.url());
         let by_rowid: Vec<String> = c
             .prepare("SELECT id FROM orders ORDER BY rowid DESC")
             .unwrap()

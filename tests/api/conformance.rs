@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, order_body, problem};
+use crate::support::helpers::{Backend, TestApp, order_body, problem};
 use crate::v2::v2_body;
 
 /// JSON Schema's `integer` admits `2.0`, and JSON itself does not tell it from `2`.

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, metric};
+use crate::support::helpers::{Backend, TestApp, metric};
 
 /// Waits, in a blocking thread, for the server to close `stream`; what it sent before is
 /// returned. A 10 s client-side bound: the server closing later (or never) fails the test.
@@ -46,11 +46,10 @@ fn request(stream: &mut TcpStream, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_half_sent_connections_are_closed_after_the_header_timeout() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[("APP_SERVER__HEADER_READ_TIMEOUT", "300ms")],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| s.server.header_read_timeout = Duration::from_millis(300))
+        .spawn()
+        .await;
     for listener in [app.api, app.ops] {
         // Sends nothing at all.
         let silent = connect(listener);
@@ -89,14 +88,13 @@ async fn http2_with_prior_knowledge_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_get_their_own_timeout() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_SERVER__HEADER_READ_TIMEOUT", "200ms"),
-            ("APP_SERVER__KEEP_ALIVE_TIMEOUT", "3s"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            s.server.header_read_timeout = Duration::from_millis(200);
+            s.server.keep_alive_timeout = Duration::from_secs(3);
+        })
+        .spawn()
+        .await;
     let mut conn = connect(app.api);
     assert!(request(&mut conn, "/healthz").starts_with("HTTP/1.1 200"));
     // Idle for longer than the header timeout, shorter than the keep-alive timeout: a client
@@ -116,7 +114,10 @@ async fn idle_keep_alive_connections_get_their_own_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_refused_at_accept_and_counted() {
-    let app = TestApp::spawn_with(Backend::sqlite(), &[("APP_SERVER__MAX_CONNECTIONS", "3")]).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| s.server.max_connections = 3)
+        .spawn()
+        .await;
     let refused_before = metric(
         &app.metrics().await,
         "http_connections_refused_total",
@@ -150,7 +151,7 @@ async fn connections_past_the_cap_are_refused_at_accept_and_counted() {
     );
     // A closed connection frees its place.
     drop(open.pop());
-    crate::faults::until("a place is free again", || async {
+    crate::support::faults::until("a place is free again", || async {
         let mut conn = connect(app.api);
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");

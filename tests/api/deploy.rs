@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use orders_api::config::META_VARS;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::support::helpers::repo_root;
 
 mod api_keys;
 
@@ -22,15 +25,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_orders-api");
 /// The binary flushes queued spans for at most this long at exit (after the grace period).
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
 
-/// Variables the binary reads that are not `APP_<SECTION>__<KEY>` settings.
-const META_VARS: [&str; 3] = ["APP_PROFILE", "APP_CONFIG_DIR", "APP_CONFIG_FILE"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn k8s(file: &str) -> PathBuf {
-    root().join("deploy/k8s").join(file)
+    repo_root().join("deploy/k8s").join(file)
 }
 
 /// One YAML document as JSON values (the manifests use string keys only).
@@ -220,7 +216,7 @@ fn stand_ins() -> BTreeMap<&'static str, String> {
 
 /// `ENV` values of the Dockerfile's final stage (the image's environment).
 fn image_env() -> BTreeMap<String, String> {
-    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     let mut env = BTreeMap::new();
     let joined = last_stage.replace("\\\n", " ");
@@ -240,10 +236,10 @@ fn image_env() -> BTreeMap<String, String> {
 /// Secret's file.
 fn pod_command(extra_env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(root()).env_clear();
+    cmd.current_dir(repo_root()).env_clear();
     for (k, v) in image_env() {
         let v = if k == "APP_CONFIG_DIR" {
-            root().join("config").display().to_string()
+            repo_root().join("config").display().to_string()
         } else {
             v
         };
@@ -314,7 +310,7 @@ fn duration(table: &toml::Table, section: &str, key: &str) -> Duration {
 
 /// Starts `serve` as the pod would, on ephemeral loopback ports, and waits for its
 /// "listening" log line. `database_url` replaces the Secret's placeholder.
-fn start_pod(database_url: Option<&str>) -> crate::binary::Running {
+fn start_pod(database_url: Option<&str>) -> crate::support::binary::Running {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("orders.db").display());
     let url = database_url.map_or(sqlite, str::to_string);
@@ -327,12 +323,12 @@ fn start_pod(database_url: Option<&str>) -> crate::binary::Running {
         // No export from a test: the manifest's collector is a cluster address.
         ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
     ]);
-    crate::binary::spawn(cmd, dir)
+    crate::support::binary::spawn(cmd, dir)
 }
 
 /// The status of `GET path` as a kubelet's probe sends it.
 fn get_status(addr: SocketAddr, path: &str) -> u16 {
-    crate::binary::get_status(addr, path).expect("probe request")
+    crate::support::binary::get_status(addr, path).expect("probe request")
 }
 
 /// Polls until `path` on `addr` answers `want`, or panics after 15 s with the last status.
@@ -366,7 +362,7 @@ fn container_ports_are_the_binarys_listeners_and_the_images_exposed_ports() {
     assert_eq!(ports.get("ops"), Some(&ops), "ops is server.ops_port");
     assert_eq!(ports.len(), 2);
 
-    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     let exposed: BTreeSet<u64> = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("EXPOSE "))

@@ -3,8 +3,9 @@
 use axum::Router;
 use axum::routing::get;
 use serde_json::Value;
+use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, order_body, problem, test_settings};
+use crate::support::helpers::{Backend, TestApp, order_body, problem, test_settings};
 
 #[tokio::test]
 async fn malformed_json_is_400_and_wrong_content_type_is_415() {
@@ -38,7 +39,10 @@ async fn malformed_json_is_400_and_wrong_content_type_is_415() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
-    let app = TestApp::spawn_with(Backend::sqlite(), &[("APP_SERVER__BODY_LIMIT", "1KiB")]).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| s.server.body_limit = 1024)
+        .spawn()
+        .await;
     let mut body = order_body("c");
     body["customer_id"] = Value::String("x".repeat(2000));
     problem(app.post_json("/api/v1/orders", &body).await, 413).await;
@@ -107,12 +111,11 @@ async fn request_ids_are_echoed_or_minted() {
 #[tokio::test]
 async fn database_down_is_503_with_retry_after() {
     // Nothing listens on port 1: every connection attempt is refused.
-    let app = TestApp::start_url(
-        Backend::sqlite(),
-        Some("postgres://postgres@127.0.0.1:1/none".into()),
-        &[("APP_DATABASE__ACQUIRE_TIMEOUT", "300ms")],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .database_url("postgres://postgres@127.0.0.1:1/none")
+        .with(|s| s.database.acquire_timeout = Duration::from_millis(300))
+        .start()
+        .await;
     let res = app.post_json("/api/v1/orders", &order_body("c")).await;
     assert_eq!(res.headers()["retry-after"], "1");
     let body = problem(res, 503).await;
@@ -125,7 +128,7 @@ async fn database_down_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn panics_become_500_without_internals() {
-    let settings = test_settings("sqlite::memory:", &[]);
+    let settings = test_settings("sqlite::memory:");
     let router: Router = Router::new().route(
         "/boom",
         get(|| async {
@@ -146,7 +149,7 @@ async fn panics_become_500_without_internals() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = crate::helpers::client();
+    let client = crate::support::helpers::client();
     let res = client
         .get(format!("http://{addr}/boom"))
         .send()

@@ -7,7 +7,9 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{Backend, PgDatabase, TestApp, authority, order_body, test_settings, via};
+use crate::support::helpers::{
+    Backend, PgDatabase, TestApp, authority, order_body, test_settings, via,
+};
 
 fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
     body["checks"]
@@ -39,7 +41,7 @@ async fn probes_answer_on_the_ops_listener_and_liveness_on_both() {
     }
     // Readiness, with its dependency errors, is the ops listener's only.
     let public = app.get("/readyz").await;
-    let body = crate::helpers::problem(public, 404).await;
+    let body = crate::support::helpers::problem(public, 404).await;
     assert!(body.get("checks").is_none());
     // The ops listener serves probes only, never the API.
     let res = app
@@ -76,12 +78,11 @@ async fn concurrent_readiness_probes_share_one_database_check() {
 
 #[tokio::test]
 async fn unreachable_database_fails_readiness_not_liveness() {
-    let app = TestApp::start_url(
-        Backend::sqlite(),
-        Some("postgres://postgres@127.0.0.1:1/none".into()),
-        &[("APP_DATABASE__HEALTH_TIMEOUT", "300ms")],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .database_url("postgres://postgres@127.0.0.1:1/none")
+        .with(|s| s.database.health_timeout = Duration::from_millis(300))
+        .start()
+        .await;
     assert_eq!(
         app.client
             .get(app.ops_url("/healthz"))
@@ -107,11 +108,10 @@ async fn unreachable_database_fails_readiness_not_liveness() {
 
 #[tokio::test]
 async fn pending_migrations_fail_readiness_when_not_migrating_on_start() {
-    let app = TestApp::start(
-        Backend::sqlite(),
-        &[("APP_DATABASE__MIGRATE_ON_START", "false")],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| s.database.migrate_on_start = false)
+        .start()
+        .await;
     let res = app.client.get(app.ops_url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
@@ -130,15 +130,14 @@ async fn reconnects_and_migrates_once_the_database_is_reachable() {
     let target = authority(&real).to_string();
     let gate = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = via(&real, gate.local_addr().unwrap());
-    let app = TestApp::start_url(
-        backend,
-        Some(url),
-        &[
-            ("APP_DATABASE__HEALTH_TIMEOUT", "200ms"),
-            ("APP_DATABASE__ACQUIRE_TIMEOUT", "500ms"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(backend)
+        .database_url(url)
+        .with(|s| {
+            s.database.health_timeout = Duration::from_millis(200);
+            s.database.acquire_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
     let res = app.client.get(app.ops_url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(
@@ -184,17 +183,16 @@ async fn reconnects_and_migrates_once_the_database_is_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_requests_before_the_schema_is_current_get_503_not_ready() {
     let backend = Backend::sqlite();
-    let lock = crate::helpers::sqlite(&backend.url());
+    let lock = crate::support::helpers::sqlite(&backend.url());
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let app = TestApp::start(
-        backend,
-        &[
-            ("APP_DATABASE__BUSY_TIMEOUT", "50ms"),
-            ("APP_CIRCUIT_BREAKER__WINDOW", "1"),
-            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "1"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(backend)
+        .with(|s| {
+            s.database.busy_timeout = Duration::from_millis(50);
+            s.circuit_breaker.config.window = 1;
+            s.circuit_breaker.config.minimum_calls = 1;
+        })
+        .start()
+        .await;
     // A breaker that one counted failure would open is still closed: none was counted.
     assert_eq!(crate::breaker::breaker_state(&app).await, "closed");
     // Probes and the contract do not need the schema.
@@ -220,7 +218,7 @@ async fn a_refused_migration_leaves_no_advisory_lock_behind() {
     let Some(db) = PgDatabase::create().await else {
         return;
     };
-    let store = Store::open(&test_settings(&db.url, &[]).database).expect("store");
+    let store = Store::open(&test_settings(&db.url).database).expect("store");
     store.migrate().await.expect("first migration");
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query(

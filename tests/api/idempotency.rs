@@ -3,6 +3,7 @@
 //! purge.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use futures_util::future::join_all;
@@ -10,7 +11,9 @@ use orders_api::idempotency::{Hold, IdempotencyKey, Reservation, StoredResponse,
 use orders_api::store::Store;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, both_backends, metric, order_body, problem, test_settings};
+use crate::support::helpers::{
+    Backend, TestApp, both_backends, metric, order_body, problem, test_settings,
+};
 use crate::v2::v2_body;
 
 both_backends!(
@@ -38,7 +41,7 @@ impl Raw {
         use sqlx::Connection;
         let url = app.backend.url();
         match app.backend {
-            Backend::Sqlite(_) => Raw::Sqlite(crate::helpers::sqlite(&url)),
+            Backend::Sqlite(_) => Raw::Sqlite(crate::support::helpers::sqlite(&url)),
             Backend::Postgres(_) => Raw::Postgres(sqlx::PgConnection::connect(&url).await.unwrap()),
         }
     }
@@ -80,7 +83,7 @@ async fn count(app: &TestApp, customer: &str) -> usize {
 
 /// A store on the app's database: another replica, as far as the keys are concerned.
 fn replica(app: &TestApp) -> Store {
-    Store::open(&test_settings(&app.backend.url(), &[]).database).expect("store")
+    Store::open(&test_settings(&app.backend.url()).database).expect("store")
 }
 
 async fn a_repeat_replays_the_first_response(backend: Backend) {
@@ -117,7 +120,10 @@ async fn a_retry_on_another_replica_is_replayed(backend: Backend) {
     let url = backend.url();
     let a = TestApp::spawn(backend).await;
     // A second instance on the same database, as a second replica behind the same Service.
-    let b = TestApp::start_url(Backend::sqlite(), Some(url), &[]).await;
+    let b = TestApp::builder(Backend::sqlite())
+        .database_url(url)
+        .start()
+        .await;
     b.wait_ready().await;
     let body = v2_body("replicas");
     let first = post(&a, "/api/v2/orders", "across", &body).await;
@@ -278,7 +284,10 @@ async fn keys_are_scoped_per_client(backend: Backend) {
 
 async fn expired_records_are_not_replayed_and_are_purged(backend: Backend) {
     // A TTL of one microsecond: every record has expired by the next request.
-    let app = TestApp::spawn_with(backend, &[("APP_IDEMPOTENCY__TTL", "1us")]).await;
+    let app = TestApp::builder(backend)
+        .with(|s| s.idempotency.ttl = Duration::from_micros(1))
+        .spawn()
+        .await;
     let body = v2_body("expiring");
     let first: Value = post(&app, "/api/v2/orders", "e", &body)
         .await
@@ -370,7 +379,10 @@ async fn a_create_failing_in_the_database_leaves_its_key_free(backend: Backend) 
 }
 
 async fn a_create_cut_short_by_the_timeout_is_finished_and_then_replayed(backend: Backend) {
-    let app = TestApp::spawn_with(backend, &[("APP_SERVER__REQUEST_TIMEOUT", "300ms")]).await;
+    let app = TestApp::builder(backend)
+        .with(|s| s.server.request_timeout = Duration::from_millis(300))
+        .spawn()
+        .await;
     let mut db = Raw::open(&app).await;
     // Writers to the idempotency records wait behind this transaction.
     db.run(
@@ -408,15 +420,14 @@ async fn a_create_cut_short_by_the_timeout_is_finished_and_then_replayed(backend
 /// task ends it still holds its in-flight slot, so `server.max_in_flight` bounds the work the
 /// service does, not just the requests it is answering.
 async fn a_keyed_create_outliving_its_request_keeps_its_in_flight_slot(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
-            ("APP_SERVER__MAX_IN_FLIGHT", "1"),
-            ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(backend)
+        .with(|s| {
+            s.server.request_timeout = Duration::from_millis(300);
+            s.server.max_in_flight = 1;
+            s.database.busy_timeout = Duration::from_secs(60);
+        })
+        .spawn()
+        .await;
     let mut db = Raw::open(&app).await;
     db.run(
         "BEGIN IMMEDIATE",

@@ -4,16 +4,13 @@
 //! each, from TEST_DATABASE_URL).
 
 mod auth;
-mod binary;
 mod breaker;
 mod commit_order;
 mod conformance;
 mod connections;
 mod deploy;
 mod errors;
-mod faults;
 mod health;
-mod helpers;
 mod idempotency;
 mod openapi;
 mod orders;
@@ -21,6 +18,7 @@ mod process;
 mod redis_limits;
 mod resilience;
 mod rollout;
+mod support;
 mod telemetry;
 mod v1_contract;
 mod v2;

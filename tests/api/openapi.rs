@@ -3,9 +3,10 @@
 //! client may count on marked required.
 
 use serde_json::Value;
+use std::time::Duration;
 
-use crate::faults::FaultProxy;
-use crate::helpers::{Backend, TestApp, authority, via};
+use crate::support::faults::FaultProxy;
+use crate::support::helpers::{Backend, TestApp, authority, via};
 
 /// Follows a local `$ref` (`#/components/...`) within `doc`.
 fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
@@ -31,7 +32,10 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 /// An instance that asks for API keys, as production runs.
 async fn secured_app() -> (TestApp, crate::auth::Keys) {
     let keys = crate::auth::Keys::write();
-    let app = TestApp::spawn_with(Backend::sqlite(), &keys.env()).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(keys.enable())
+        .spawn()
+        .await;
     (app, keys)
 }
 
@@ -225,21 +229,20 @@ async fn documents_are_outside_the_database_breaker() {
     };
     let real = backend.url();
     let proxy = FaultProxy::start(authority(&real).to_string()).await;
-    let app = TestApp::start_url(
-        backend,
-        Some(via(&real, proxy.addr)),
-        &[
-            ("APP_CIRCUIT_BREAKER__WINDOW", "4"),
-            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "4"),
-            ("APP_CIRCUIT_BREAKER__OPEN_WAIT", "60s"),
-            ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "60s"),
-            ("APP_DATABASE__ACQUIRE_TIMEOUT", "300ms"),
-            ("APP_DATABASE__STATEMENT_TIMEOUT", "500ms"),
-            ("APP_SERVER__REQUEST_TIMEOUT", "1s"),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
+    let app = TestApp::builder(backend)
+        .database_url(via(&real, proxy.addr))
+        .with(|s| {
+            let breaker = &mut s.circuit_breaker.config;
+            breaker.window = 4;
+            breaker.minimum_calls = 4;
+            breaker.open_wait = Duration::from_secs(60);
+            breaker.open_wait_max = Duration::from_secs(60);
+            s.database.acquire_timeout = Duration::from_millis(300);
+            s.database.statement_timeout = Duration::from_millis(500);
+            s.server.request_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     proxy.cut();
     // Three document fetches per failing call: counted as successes they would hold the
     // failure rate at 25 %, below the threshold, and the breaker would never open.

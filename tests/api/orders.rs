@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, both_backends, order_body, problem};
+use crate::support::helpers::{Backend, TestApp, both_backends, order_body, problem};
 
 both_backends!(
     create_then_get_round_trips,
@@ -287,7 +287,7 @@ async fn totals_are_counted_up_to_a_cap(backend: Backend) {
     for i in 0..5 {
         app.create_order(&order_body(&format!("capped-{i}"))).await;
     }
-    let settings = crate::helpers::test_settings(&app.backend.url(), &[]);
+    let settings = crate::support::helpers::test_settings(&app.backend.url());
     let store = orders_api::store::Store::open(&settings.database).unwrap();
     let filter = orders_api::orders::ListFilter::default();
     let page = store.list(&filter, 2, 0, 3).await.unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::binary::{eventually, get_status, http, start, wait_line};
+use crate::support::binary::{eventually, get_status, http, start, wait_line};
 
 #[test]
 fn sigterm_drains_finishes_in_flight_requests_and_exits_zero() {
@@ -200,7 +200,7 @@ fn healthcheck_subcommand_exits_0_when_live_and_1_when_not() {
 /// and its key completed instead of a hold left to lapse.
 #[test]
 fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
-    let (cmd, dir) = crate::binary::command(&[
+    let (cmd, dir) = crate::support::binary::command(&[
         ("APP_AUTH__ENABLED", "false"),
         ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
         ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
@@ -208,9 +208,9 @@ fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
         ("APP_SHUTDOWN__GRACE_PERIOD", "30s"),
     ]);
     let url = format!("sqlite://{}", dir.path().join("o.db").display());
-    let mut app = crate::binary::spawn(cmd, dir);
+    let mut app = crate::support::binary::spawn(cmd, dir);
     eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
-    let lock = crate::helpers::sqlite(&url);
+    let lock = crate::support::helpers::sqlite(&url);
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let body = r#"{"customer_id":"outlives","items":[{"sku":"A","quantity":1,"unit_price":{"amount_minor":100,"currency":"EUR"}}]}"#;
     let res = http(
@@ -234,7 +234,7 @@ fn shutdown_waits_for_keyed_creates_that_outlived_their_request() {
     lock.execute_batch("ROLLBACK").unwrap();
     assert_eq!(app.child.wait().unwrap().code(), Some(0));
 
-    let orders = crate::helpers::sqlite_count(
+    let orders = crate::support::helpers::sqlite_count(
         &lock,
         "SELECT COUNT(*) FROM orders WHERE customer_id = 'outlives'",
     );

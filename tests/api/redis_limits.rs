@@ -14,8 +14,8 @@ use orders_api::resilience::client_ip::ClientKey;
 use orders_api::resilience::limiter::Limiter;
 use orders_api::resilience::redis_limiter::{Request, SCRIPT, script_args};
 
-use crate::binary::{Running, eventually, get_status, http, start};
-use crate::helpers::{metric, redis_url};
+use crate::support::binary::{Running, eventually, get_status, http, start};
+use crate::support::helpers::{metric, redis_url};
 
 fn prefix() -> String {
     format!("test:{}:", uuid::Uuid::now_v7().simple())

@@ -8,18 +8,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::faults::{FaultProxy, until};
-use crate::helpers::{Backend, TestApp, authority, metric, order_body, problem, via};
+use crate::support::faults::{FaultProxy, until};
+use orders_api::config::{Budget, Settings};
+
+use crate::support::helpers::{
+    Backend, TestApp, authority, metric, order_body, per_client_limit, problem, via,
+};
 
 /// A near-zero refill rate, so the bucket only drains while a test runs.
-const STRICT: [(&str, &str); 6] = [
-    ("APP_RATE_LIMIT__ENABLED", "true"),
-    ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "0.01"),
-    ("APP_RATE_LIMIT__PER_CLIENT__BURST", "3"),
-    ("APP_RATE_LIMIT__GLOBAL__BURST", "0"),
-    ("APP_RATE_LIMIT__WRITES__BURST", "0"),
-    ("APP_CONFIG_DIR", "/nonexistent"),
-];
+fn strict() -> impl FnOnce(&mut Settings) + Send {
+    per_client_limit(0.01, 3)
+}
 
 async fn get_with(app: &TestApp, path: &str, xff: Option<&str>) -> reqwest::Response {
     let mut req = app.client.get(app.url(path));
@@ -31,7 +30,10 @@ async fn get_with(app: &TestApp, path: &str, xff: Option<&str>) -> reqwest::Resp
 
 #[tokio::test]
 async fn rate_limit_refuses_with_problem_and_headers_and_ignores_forged_xff() {
-    let app = TestApp::spawn_with(Backend::sqlite(), &STRICT).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(strict())
+        .spawn()
+        .await;
     for remaining in [2, 1, 0] {
         let res = get_with(&app, "/api/v1/orders", None).await;
         assert_eq!(res.status(), 200);
@@ -79,18 +81,16 @@ fn client_on(ip: [u8; 4]) -> reqwest::Client {
 
 #[tokio::test]
 async fn one_client_cannot_drain_the_global_budget() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_RATE_LIMIT__ENABLED", "true"),
-            ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "1"),
-            ("APP_RATE_LIMIT__PER_CLIENT__BURST", "2"),
-            ("APP_RATE_LIMIT__GLOBAL__RATE_PER_SECOND", "10"),
-            ("APP_RATE_LIMIT__GLOBAL__BURST", "20"),
-            ("APP_RATE_LIMIT__WRITES__BURST", "0"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(per_client_limit(1.0, 2))
+        .with(|s| {
+            s.rate_limit.policies.global = Some(Budget {
+                rate_per_second: 10.0,
+                burst: 20,
+            });
+        })
+        .spawn()
+        .await;
     let noisy = client_on([127, 0, 0, 1]);
     let mut statuses = Vec::new();
     for _ in 0..40 {
@@ -115,9 +115,11 @@ async fn one_client_cannot_drain_the_global_budget() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_gets_its_own_bucket() {
-    let mut env = STRICT.to_vec();
-    env.push(("APP_SERVER__TRUSTED_PROXIES", "127.0.0.0/8"));
-    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(strict())
+        .with(|s| s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()])
+        .spawn()
+        .await;
     for _ in 0..3 {
         assert_eq!(
             get_with(&app, "/api/v1/orders", Some("198.51.100.1"))
@@ -158,9 +160,11 @@ async fn behind_a_trusted_proxy_each_client_gets_its_own_bucket() {
 
 #[tokio::test]
 async fn shadow_mode_counts_refusals_but_serves() {
-    let mut env = STRICT.to_vec();
-    env.push(("APP_RATE_LIMIT__ENFORCE", "false"));
-    let app = TestApp::spawn_with(Backend::sqlite(), &env).await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(strict())
+        .with(|s| s.rate_limit.enforce = false)
+        .spawn()
+        .await;
     let scrape = || app.metrics();
     let labels = "decision=\"shadow_limited\",policy=\"per-client\"";
     let labels_alt = "policy=\"per-client\",decision=\"shadow_limited\"";
@@ -178,7 +182,7 @@ async fn shadow_mode_counts_refusals_but_serves() {
 
 /// Holds SQLite's write lock from outside the service, so its writes wait (in flight).
 async fn lock_writes(app: &TestApp) -> rusqlite::Connection {
-    let conn = crate::helpers::sqlite(&app.backend.url());
+    let conn = crate::support::helpers::sqlite(&app.backend.url());
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     conn
 }
@@ -187,14 +191,13 @@ async fn lock_writes(app: &TestApp) -> rusqlite::Connection {
 async fn beyond_max_in_flight_requests_are_shed_at_once() {
     // The held write waits on SQLite's lock for up to 60 s: long enough to observe, however
     // slowly the machine runs.
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_SERVER__MAX_IN_FLIGHT", "1"),
-            ("APP_DATABASE__BUSY_TIMEOUT", "60s"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            s.server.max_in_flight = 1;
+            s.database.busy_timeout = Duration::from_secs(60);
+        })
+        .spawn()
+        .await;
     let lock = lock_writes(&app).await;
     let hold = || {
         let (client, url) = (app.client.clone(), app.url("/api/v1/orders"));
@@ -235,14 +238,13 @@ async fn beyond_max_in_flight_requests_are_shed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_timeout_get_504() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_SERVER__REQUEST_TIMEOUT", "300ms"),
-            ("APP_DATABASE__BUSY_TIMEOUT", "5s"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            s.server.request_timeout = Duration::from_millis(300);
+            s.database.busy_timeout = Duration::from_secs(5);
+        })
+        .spawn()
+        .await;
     let lock = lock_writes(&app).await;
     let res = app.post_json("/api/v1/orders", &order_body("late")).await;
     let body = problem(res, 504).await;
@@ -258,11 +260,10 @@ async fn requests_over_the_timeout_get_504() {
 
 #[tokio::test]
 async fn clients_that_dribble_headers_are_disconnected() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[("APP_SERVER__HEADER_READ_TIMEOUT", "300ms")],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| s.server.header_read_timeout = Duration::from_millis(300))
+        .spawn()
+        .await;
     let api = app.api;
     let outcome = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(api).unwrap();
@@ -292,22 +293,21 @@ async fn breaker_opens_on_database_faults_recovers_and_loses_nothing() {
     let real = backend.url();
     let proxy = FaultProxy::start(authority(&real).to_string()).await;
     let url = via(&real, proxy.addr);
-    let app = TestApp::start_url(
-        backend,
-        Some(url),
-        &[
-            ("APP_CIRCUIT_BREAKER__WINDOW", "10"),
-            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "5"),
-            ("APP_CIRCUIT_BREAKER__OPEN_WAIT", "1s"),
-            ("APP_CIRCUIT_BREAKER__OPEN_WAIT_MAX", "1s"),
-            ("APP_CIRCUIT_BREAKER__HALF_OPEN_CALLS", "2"),
-            ("APP_DATABASE__ACQUIRE_TIMEOUT", "300ms"),
-            ("APP_DATABASE__STATEMENT_TIMEOUT", "500ms"),
-            ("APP_SERVER__REQUEST_TIMEOUT", "1s"),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
+    let app = TestApp::builder(backend)
+        .database_url(url)
+        .with(|s| {
+            let breaker = &mut s.circuit_breaker.config;
+            breaker.window = 10;
+            breaker.minimum_calls = 5;
+            breaker.open_wait = Duration::from_secs(1);
+            breaker.open_wait_max = Duration::from_secs(1);
+            breaker.half_open_calls = 2;
+            s.database.acquire_timeout = Duration::from_millis(300);
+            s.database.statement_timeout = Duration::from_millis(500);
+            s.server.request_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     let mut acknowledged = HashSet::new();
     for i in 0..5 {
         let order = app.create_order(&order_body(&format!("before-{i}"))).await;
@@ -422,15 +422,14 @@ async fn breaker_opens_on_database_faults_recovers_and_loses_nothing() {
 /// Clients that give up mid-request say nothing about the database: the breaker stays closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_do_not_open_the_breaker() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_CIRCUIT_BREAKER__WINDOW", "5"),
-            ("APP_CIRCUIT_BREAKER__MINIMUM_CALLS", "5"),
-            ("APP_DATABASE__BUSY_TIMEOUT", "30s"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            s.circuit_breaker.config.window = 5;
+            s.circuit_breaker.config.minimum_calls = 5;
+            s.database.busy_timeout = Duration::from_secs(30);
+        })
+        .spawn()
+        .await;
     let lock = lock_writes(&app).await;
     for i in 0..10 {
         let gave_up = app
@@ -465,7 +464,7 @@ async fn abandoned_requests_do_not_open_the_breaker() {
     // The abandoned requests were cancelled, not left to finish (which would have counted as
     // successes and hidden a breaker that counted them as failures): none of them stored its
     // order once the lock was gone.
-    let stored = crate::helpers::sqlite_count(
+    let stored = crate::support::helpers::sqlite_count(
         &lock,
         "SELECT COUNT(*) FROM orders WHERE customer_id LIKE 'impatient-%'",
     );

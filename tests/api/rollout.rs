@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::PgDatabase;
+use crate::support::helpers::PgDatabase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_orders-api");
 

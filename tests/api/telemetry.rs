@@ -17,8 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::binary::{Running, eventually, get_status, start, wait_line};
-use crate::helpers::client;
+use crate::support::binary::{Running, eventually, get_status, start, wait_line};
+use crate::support::helpers::client;
 
 /// One sample line of the text format: name, labels, value.
 #[derive(Debug)]
@@ -395,7 +395,7 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
         .post(format!("http://{}/api/v1/orders", app.api))
         .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
         .header("user-agent", "trace-test/1")
-        .json(&crate::helpers::order_body("traced"))
+        .json(&crate::support::helpers::order_body("traced"))
         .send()
         .await
         .unwrap();
@@ -550,7 +550,7 @@ async fn a_dead_collector_never_fails_requests_and_is_reported_once() {
     for _ in 0..200 {
         let res = http
             .post(format!("http://{}/api/v1/orders", app.api))
-            .json(&crate::helpers::order_body("nocollector"))
+            .json(&crate::support::helpers::order_body("nocollector"))
             .send()
             .await
             .unwrap();

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, both_backends, order_body, problem};
+use crate::support::helpers::{
+    Backend, TestApp, api_key, both_backends, order_body, per_client_limit, problem,
+};
 
 both_backends!(v1_bodies_keep_their_exact_shape);
 
@@ -172,17 +174,10 @@ async fn v1_bodies_keep_their_exact_shape(backend: Backend) {
 
 #[tokio::test]
 async fn refusals_by_outer_layers_are_marked_deprecated() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_RATE_LIMIT__ENABLED", "true"),
-            ("APP_RATE_LIMIT__PER_CLIENT__RATE_PER_SECOND", "0.01"),
-            ("APP_RATE_LIMIT__PER_CLIENT__BURST", "1"),
-            ("APP_RATE_LIMIT__GLOBAL__BURST", "0"),
-            ("APP_RATE_LIMIT__WRITES__BURST", "0"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(per_client_limit(0.01, 1))
+        .spawn()
+        .await;
     let first = app.get("/api/v1/orders").await;
     assert_eq!(first.status(), 200);
     let refused = app.get("/api/v1/orders").await;
@@ -192,14 +187,14 @@ async fn refusals_by_outer_layers_are_marked_deprecated() {
 
 #[tokio::test]
 async fn dates_come_from_the_configuration() {
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_API__V1_DEPRECATED_AT", "2030-01-01T00:00:00+01:00"),
-            ("APP_API__V1_SUNSET", "2031-02-03T04:05:06Z"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            let at = |t| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+            s.api.v1_deprecated_at = at("2030-01-01T00:00:00+01:00");
+            s.api.v1_sunset = at("2031-02-03T04:05:06Z");
+        })
+        .spawn()
+        .await;
     let res = app.get("/api/v1/orders").await;
     assert_eq!(res.headers()["deprecation"], "@1893452400");
     assert_eq!(res.headers()["sunset"], "Mon, 03 Feb 2031 04:05:06 GMT");
@@ -207,23 +202,19 @@ async fn dates_come_from_the_configuration() {
 
 #[tokio::test]
 async fn authentication_refusals_are_marked_deprecated_and_documents_stay_public() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keys = dir.path().join("keys.toml");
     // The SHA-256 of a key nobody holds: authentication is on, and nothing here can pass it.
-    std::fs::write(
-        &keys,
-        "[[keys]]\nid = \"nobody\"\nsha256 = \"6b1d3a4a1e4c1c7e5b3b2d7e0f5d0c9a8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e\"\nscopes = [\"orders:read\"]\n",
-    )
-    .expect("keys file");
-    let keys = keys.display().to_string();
-    let app = TestApp::spawn_with(
-        Backend::sqlite(),
-        &[
-            ("APP_AUTH__ENABLED", "true"),
-            ("APP_AUTH__KEYS_FILE", keys.as_str()),
-        ],
-    )
-    .await;
+    let nobody = api_key(
+        "nobody",
+        "6b1d3a4a1e4c1c7e5b3b2d7e0f5d0c9a8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e",
+        &["orders:read"],
+    );
+    let app = TestApp::builder(Backend::sqlite())
+        .with(|s| {
+            s.auth.enabled = true;
+            s.auth.keys = vec![nobody];
+        })
+        .spawn()
+        .await;
     let refused = app.get("/api/v1/orders").await;
     assert_deprecated(&refused);
     assert!(refused.headers().contains_key("www-authenticate"));

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, both_backends, problem};
+use crate::support::helpers::{Backend, TestApp, both_backends, problem};
 
 both_backends!(
     v2_wire_format_is_money_objects_and_etags,

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, order_body, problem};
+use crate::support::helpers::{Backend, TestApp, order_body, problem};
 
 /// `order_body` with the member at `pointer` replaced by `value` (or removed for `None`).
 fn with(pointer: &str, value: Option<Value>) -> Value {

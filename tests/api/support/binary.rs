@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::repo_root;
+use crate::support::helpers::repo_root;
 
 /// A running `orders-api serve`.
 pub struct Running {

@@ -3,8 +3,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use orders_api::config::{LoadOptions, Settings};
+use orders_api::auth::keys::{ApiKey, RawKey};
+use orders_api::config::{Budget, LimiterConfig, LoadOptions, Settings};
 use orders_api::server::Server;
 use orders_api::store::Store;
 use serde_json::{Value, json};
@@ -19,7 +21,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::Backend::sqlite()).await;
+                    super::$name($crate::support::helpers::Backend::sqlite()).await;
                 }
             )*
         }
@@ -27,7 +29,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(backend) = $crate::helpers::Backend::postgres().await {
+                    if let Some(backend) = $crate::support::helpers::Backend::postgres().await {
                         super::$name(backend).await;
                     }
                 }
@@ -175,26 +177,100 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Settings for a test: ephemeral ports on loopback, no profile file, `env` on top.
-pub fn test_settings(db_url: &str, env: &[(&str, &str)]) -> Settings {
-    let mut vars: Vec<(String, String)> = vec![
-        ("APP_CONFIG_DIR".into(), "/nonexistent".into()),
-        ("APP_SERVER__HOST".into(), "127.0.0.1".into()),
-        ("APP_SERVER__PORT".into(), "0".into()),
-        ("APP_SERVER__OPS_PORT".into(), "0".into()),
-        ("APP_SHUTDOWN__DRAIN_DELAY".into(), "0s".into()),
-        ("APP_DATABASE__URL".into(), db_url.into()),
-        // Tests send bursts from one address; the limiter has tests of its own.
-        ("APP_RATE_LIMIT__ENABLED".into(), "false".into()),
-        // Requests carry no API key; the tests of authentication turn it back on.
-        ("APP_AUTH__ENABLED".into(), "false".into()),
-    ];
-    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Settings::load(&LoadOptions {
+/// Settings for a test: ephemeral ports on loopback, no profile file, no drain delay, rate
+/// limiting and authentication off (tests that need them turn them on with
+/// [`Builder::with`]).
+pub fn test_settings(db_url: &str) -> Settings {
+    let vars: Vec<(String, String)> = [
+        ("APP_CONFIG_DIR", "/nonexistent"),
+        ("APP_DATABASE__URL", db_url),
+        // Without keys, authentication on would not load; set below as the other defaults.
+        ("APP_AUTH__ENABLED", "false"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let mut settings = Settings::load(&LoadOptions {
         config_file: None,
         env: vars,
     })
-    .unwrap_or_else(|e| panic!("test settings: {e}"))
+    .unwrap_or_else(|e| panic!("test settings: {e}"));
+    settings.server.host = std::net::Ipv4Addr::LOCALHOST.into();
+    settings.server.port = 0;
+    settings.server.ops_port = 0;
+    settings.shutdown.drain_delay = Duration::ZERO;
+    // Tests send bursts from one address; the limiter has tests of its own.
+    settings.rate_limit.enabled = false;
+    // Requests carry no API key; the tests of authentication turn it back on
+    // (`APP_AUTH__ENABLED` above).
+    settings
+}
+
+/// Rate limiting on, with a per-client budget only (no global or writes policy): `burst`
+/// requests at once, refilled at `rate_per_second`.
+pub fn per_client_limit(rate_per_second: f64, burst: u32) -> impl FnOnce(&mut Settings) + Send {
+    move |s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.policies = LimiterConfig {
+            global: None,
+            per_client: Some(Budget {
+                rate_per_second,
+                burst,
+            }),
+            writes: None,
+        };
+    }
+}
+
+/// An API key entry, validated as a keys file's `[[keys]]` entry is.
+pub fn api_key(id: &str, sha256_hex: &str, scopes: &[&str]) -> ApiKey {
+    RawKey {
+        id: Some(id.into()),
+        sha256: Some(sha256_hex.into()),
+        scopes: Some(scopes.iter().map(ToString::to_string).collect()),
+    }
+    .validate()
+    .unwrap_or_else(|e| panic!("test key {id}: {e:?}"))
+}
+
+/// A change to a test instance's settings, typed: `|s| s.server.max_in_flight = 1`.
+type Edit = Box<dyn FnOnce(&mut Settings) + Send>;
+
+/// How a [`TestApp`] is made: `TestApp::builder(backend).with(|s| …).spawn().await`.
+pub struct Builder {
+    backend: Backend,
+    url: Option<String>,
+    edits: Vec<Edit>,
+}
+
+impl Builder {
+    /// Changes the settings; edits apply in order, after [`test_settings`].
+    pub fn with(mut self, edit: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// Connects to `url` instead of the backend's own database (e.g. through a proxy).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Serves and waits until ready.
+    pub async fn spawn(self) -> TestApp {
+        let app = self.start().await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Serves without waiting for readiness.
+    pub async fn start(self) -> TestApp {
+        let url = self.url.unwrap_or_else(|| self.backend.url());
+        let mut settings = test_settings(&url);
+        for edit in self.edits {
+            edit(&mut settings);
+        }
+        TestApp::serve(self.backend, settings).await
+    }
 }
 
 /// A served instance plus a client.
@@ -208,27 +284,21 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Serves on `backend` and waits until ready.
+    /// Serves on `backend` with the test settings and waits until ready.
     pub async fn spawn(backend: Backend) -> Self {
-        Self::spawn_with(backend, &[]).await
+        Self::builder(backend).spawn().await
     }
 
-    /// Serves with extra `APP_*` settings and waits until ready.
-    pub async fn spawn_with(backend: Backend, env: &[(&str, &str)]) -> Self {
-        let app = Self::start(backend, env).await;
-        app.wait_ready().await;
-        app
+    /// A builder, for changed settings or another database URL.
+    pub fn builder(backend: Backend) -> Builder {
+        Builder {
+            backend,
+            url: None,
+            edits: Vec::new(),
+        }
     }
 
-    /// Serves without waiting for readiness.
-    pub async fn start(backend: Backend, env: &[(&str, &str)]) -> Self {
-        Self::start_url(backend, None, env).await
-    }
-
-    /// Serves with `url` instead of the backend's own (e.g. through a proxy).
-    pub async fn start_url(backend: Backend, url: Option<String>, env: &[(&str, &str)]) -> Self {
-        let url = url.unwrap_or_else(|| backend.url());
-        let settings = test_settings(&url, env);
+    async fn serve(backend: Backend, settings: Settings) -> Self {
         let store = Store::open(&settings.database).expect("store");
         let server = Server::bind(settings, store).await.expect("bind");
         let api = server.api_addr().expect("api addr");
