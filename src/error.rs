@@ -1,6 +1,6 @@
 //! `ApiError`: the only place that maps failures to HTTP status codes. Every error leaves as an
 //! RFC 9457 `application/problem+json` body carrying the request id and trace id; internal detail
-//! is logged, never sent.
+//! rides on the response as a [`Failure`] for the logging layer, and is never sent.
 
 use std::time::Duration;
 
@@ -274,15 +274,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+        let failure = match &self {
+            Self::Internal(cause) => Some(Failure::error("request failed", cause.clone())),
             Self::Database(e @ StoreError::Unavailable(_)) => {
-                tracing::warn!(error = %e, "database unavailable");
+                Some(Failure::warn("database unavailable", e.to_string()))
             }
-            Self::Database(e) => tracing::error!(error = %e, "database error"),
-            Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
-            _ => {}
-        }
+            Self::Database(e) => Some(Failure::error("database error", e.to_string())),
+            Self::Unavailable(cause) => {
+                Some(Failure::warn("dependency unavailable", cause.clone()))
+            }
+            _ => None,
+        };
         let (errors, omitted_errors, current_status) = match &self {
             Self::Validation { errors, omitted } => (
                 Some(errors.as_slice()),
@@ -332,7 +334,48 @@ impl IntoResponse for ApiError {
         if let Some(challenge) = self.challenge() {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
+        if let Some(failure) = failure {
+            res.extensions_mut().insert(failure);
+        }
         res
+    }
+}
+
+/// Why a request failed on our side (a 5xx with a cause the client is not told), carried on
+/// the response for the layer that logs requests ([`Failure::log`]), so that building an
+/// error response never writes a log line of its own.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    error: bool,
+    message: &'static str,
+    cause: String,
+}
+
+impl Failure {
+    fn error(message: &'static str, cause: String) -> Self {
+        Self {
+            error: true,
+            message,
+            cause,
+        }
+    }
+
+    fn warn(message: &'static str, cause: String) -> Self {
+        Self {
+            error: false,
+            message,
+            cause,
+        }
+    }
+
+    /// Writes the event (ERROR for a bug of ours, WARN for a dependency that is down), in the
+    /// current span.
+    pub fn log(&self) {
+        if self.error {
+            tracing::error!(error = %self.cause, "{}", self.message);
+        } else {
+            tracing::warn!(error = %self.cause, "{}", self.message);
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use super::{request_id, trace};
 use crate::auth::keys::KeyStore;
 use crate::auth::{Presented, presented};
 use crate::context::{OPS_TARGET, RequestContext};
+use crate::error::Failure;
 use crate::state::Health;
 use crate::telemetry::metrics::method_label;
 
@@ -187,6 +188,9 @@ where
                 metrics.record(route, method, res.status().as_u16(), elapsed.as_secs_f64());
             }
             drop(in_flight);
+            if let Some(failure) = res.extensions_mut().remove::<Failure>() {
+                span.in_scope(|| failure.log());
+            }
             if let Some(entry) = entry {
                 span.in_scope(|| entry.log(shared.access, route, res.status(), elapsed));
             }

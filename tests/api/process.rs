@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::binary::{eventually, get_status, http, start, wait_line};
+use crate::support::helpers::Backend;
 
 #[test]
 fn sigterm_drains_finishes_in_flight_requests_and_exits_zero() {
@@ -153,6 +154,53 @@ fn access_log_lines_are_json_with_every_field_and_no_secrets() {
     for l in rest {
         serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
     }
+}
+
+/// A failure on our side is logged once, by the layer that logs requests: at WARN for a
+/// database that is down, in the request's span (its request id), with the cause the client
+/// is not told, and before the access line of the same request.
+#[test]
+fn a_failed_request_logs_its_cause_once_with_its_request_id() {
+    let backend = Backend::sqlite();
+    let url = backend.url();
+    let app = start(&[
+        ("APP_DATABASE__URL", url.as_str()),
+        ("APP_DATABASE__BUSY_TIMEOUT", "20ms"),
+    ]);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    // Another process holds SQLite's write lock: the create fails as "database unavailable".
+    let lock = crate::support::helpers::sqlite(&url);
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = r#"{"customer_id":"c","currency":"EUR","items":[{"sku":"A","quantity":1,"unit_price":"1.00"}]}"#;
+    let res = http(
+        app.api,
+        &format!(
+            "POST /api/v1/orders HTTP/1.1\r\nHost: t\r\nX-Request-Id: fail-req-1\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert!(res.starts_with("HTTP/1.1 503"), "{res}");
+    let (_, problem) = res.split_once("\r\n\r\n").unwrap();
+    let failure = wait_line(&app.lines, |l| {
+        l["request_id"] == "fail-req-1" && l["target"] != "access"
+    });
+    assert_eq!(failure["level"], "WARN", "{failure}");
+    assert_eq!(failure["message"], "database unavailable", "{failure}");
+    let cause = failure["error"].as_str().unwrap();
+    assert!(cause.starts_with("database unavailable:"), "{failure}");
+    assert!(
+        !problem.contains(cause),
+        "the cause stays out of the body: {problem}"
+    );
+    let access = wait_line(&app.lines, |l| l["request_id"] == "fail-req-1");
+    assert_eq!(
+        access["target"], "access",
+        "one failure line, then the access line"
+    );
+    assert_eq!(access["status"], 503);
 }
 
 #[test]
