@@ -56,12 +56,20 @@ fn breaker(c: &mut Criterion) {
         std::time::Duration::from_secs(1),
     ));
     health.set_schema(Ok(()));
-    let guards = orders_api::middleware::guard::Guards {
+    let live = orders_api::middleware::Live {
         rate_limit: None,
-        breaker: Some(Arc::clone(&breaker)),
         in_flight: orders_api::resilience::in_flight::Slots::new(1024),
         timeout: std::time::Duration::from_secs(10),
+        keys: None,
+        v1: orders_api::middleware::deprecation::V1Headers::new(&orders_api::config::ApiSettings {
+            v1_deprecated_at: chrono::DateTime::UNIX_EPOCH,
+            v1_sunset: chrono::DateTime::UNIX_EPOCH,
+        }),
+    };
+    let guards = orders_api::middleware::guard::Guards {
+        breaker: Some(Arc::clone(&breaker)),
         health,
+        live: Arc::new(arc_swap::ArcSwap::from_pointee(live)),
     };
     let guarded: Router = bare
         .clone()

@@ -138,7 +138,7 @@ pub fn main() -> ExitCode {
         Command::Keys {
             action: KeysAction::Generate { id, scopes },
         } => keys::generate(id, scopes),
-        Command::Serve => with_settings(&opts, serve),
+        Command::Serve => with_settings(&opts, |settings| serve(settings, opts.clone())),
         Command::Migrate => with_settings(&opts, migrate),
     }
 }
@@ -219,14 +219,14 @@ fn open_store(settings: &Settings) -> Result<Store, ExitCode> {
     })
 }
 
-async fn serve(settings: Settings) -> ExitCode {
+async fn serve(settings: Settings, opts: LoadOptions) -> ExitCode {
     let store = match open_store(&settings) {
         Ok(s) => s,
         Err(code) => return code,
     };
     match Server::bind(settings, store).await {
         Ok(server) => {
-            server.run(shutdown_signal()).await;
+            server.reload_from(opts).run(shutdown_signal()).await;
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -16,6 +16,7 @@ mod log;
 mod print;
 mod rate_limit;
 mod reader;
+mod reload;
 mod server;
 mod shutdown;
 mod telemetry;
@@ -30,10 +31,11 @@ pub use database::{DatabaseSettings, SqliteSynchronous};
 pub use idempotency::IdempotencySettings;
 pub use layers::{META_VARS, Sources, env_var_for};
 pub use log::{LogFormat, LogSettings};
-pub use print::render as render_effective;
+pub use print::{flatten as flatten_effective, render as render_effective};
 pub use rate_limit::{
     Budget, Fallback, LimitBackend, LimiterConfig, RateLimitSettings, RedisSettings, RedisUrl,
 };
+pub use reload::ReloadSettings;
 pub use server::ServerSettings;
 pub use shutdown::ShutdownSettings;
 pub use telemetry::{OtlpProtocol, OtlpSettings, SamplerKind, TelemetrySettings};
@@ -54,6 +56,34 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// The profile's file (`APP_CONFIG_DIR/<APP_PROFILE>.toml`), whether or not it exists;
+    /// `None` for a profile name that cannot be a file name (a load reports it).
+    pub fn profile_file(&self) -> Option<PathBuf> {
+        let env = |name: &str| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let profile = env("APP_PROFILE").unwrap_or_else(|| "development".into());
+        let ok = !profile.is_empty()
+            && profile
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| {
+            PathBuf::from(env("APP_CONFIG_DIR").unwrap_or_else(|| "./config".into()))
+                .join(format!("{profile}.toml"))
+        })
+    }
+
+    /// The files a load reads: the profile's file and `--config`.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.profile_file()
+            .into_iter()
+            .chain(self.config_file.clone())
+            .collect()
+    }
+
     /// Options reading the process environment.
     pub fn from_process_env(config_file: Option<PathBuf>) -> Self {
         Self {
@@ -88,6 +118,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     /// API version lifecycle (deprecation and sunset dates).
     pub api: ApiSettings,
+    /// `[config]`: live reload of the configuration files.
+    pub reload: ReloadSettings,
 }
 
 /// One configuration problem: which key, what value, from where, and what is wrong.
@@ -163,6 +195,7 @@ impl Settings {
             auth: auth::auth(&mut r),
             shutdown: shutdown::read(&mut r),
             api: api::read(&mut r),
+            reload: reload::read(&mut r),
         };
         r.finish().map(|()| settings)
     }

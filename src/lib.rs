@@ -20,6 +20,7 @@
 //!   what the documents share), [`api::ops`] (`/healthz`, `/readyz`); [`api::create`] makes
 //!   creates idempotent for both versions.
 //! - `router` (private) declares routes only.
+//! - [`reload`] applies edited configuration files while running (watch, `SIGHUP`).
 //! - [`server`] binds the API and ops listeners, keeps the schema current, and shuts down
 //!   gracefully (readiness off → drain → finish in-flight → close the pool).
 //! - [`cli`] parses the command line and dispatches; `main.rs` only calls it.
@@ -38,6 +39,7 @@ mod error;
 pub mod idempotency;
 pub mod middleware;
 pub mod orders;
+pub mod reload;
 pub mod resilience;
 mod router;
 pub mod server;

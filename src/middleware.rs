@@ -41,11 +41,11 @@ pub mod request_id;
 pub mod trace;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::response::Response;
-use tower::util::MapResponseLayer;
 
 use crate::auth::keys::KeyStore;
 use crate::config::{LimitBackend, Settings};
@@ -56,16 +56,84 @@ use crate::resilience::limiter::Limiter;
 use crate::resilience::redis_limiter::RedisLimiter;
 use crate::state::Health;
 
+/// What a reload can change in the stack, as one value: `observe` reads it once per request
+/// and puts it into the request, so every layer of that request sees the same settings.
+#[derive(Debug)]
+pub struct Live {
+    /// Token buckets, unless `rate_limit.enabled = false`.
+    pub rate_limit: Option<Arc<rate_limit::RateLimit>>,
+    /// In-flight slots (`server.max_in_flight`).
+    pub in_flight: Slots,
+    /// `server.request_timeout`.
+    pub timeout: Duration,
+    /// The API keys, unless `auth.enabled = false`.
+    pub keys: Option<Arc<KeyStore>>,
+    /// v1's deprecation headers (`[api]`).
+    pub v1: deprecation::V1Headers,
+}
+
+impl Live {
+    /// The snapshot `settings` ask for. `previous` (the running snapshot and the settings it
+    /// was built from) lends what did not change: the rate limiter's buckets when its
+    /// policies and backend are the same, and the in-flight slots when their number is.
+    fn build(settings: &Settings, previous: Option<(&Settings, &Live)>) -> Result<Self, String> {
+        let rl = &settings.rate_limit;
+        let clients = || ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix);
+        let kept_buckets = previous.and_then(|(old, live)| {
+            let o = &old.rate_limit;
+            let same = o.backend == rl.backend
+                && o.policies == rl.policies
+                && o.redis == rl.redis
+                && o.ipv6_prefix == rl.ipv6_prefix;
+            live.rate_limit.as_ref().filter(|_| same).cloned()
+        });
+        let rate_limit = match (rl.enabled, kept_buckets) {
+            (false, _) => None,
+            (true, Some(old)) => Some(Arc::new(old.reconfigured(clients(), rl.enforce))),
+            (true, None) => {
+                let buckets = match rl.backend {
+                    LimitBackend::Local => rate_limit::Buckets::Local(Limiter::new(&rl.policies)),
+                    LimitBackend::Redis => rate_limit::Buckets::Redis(Box::new(RedisLimiter::new(
+                        &rl.policies,
+                        &rl.redis,
+                    )?)),
+                };
+                Some(Arc::new(rate_limit::RateLimit::new(
+                    buckets,
+                    clients(),
+                    rl.enforce,
+                )))
+            }
+        };
+        let in_flight = match previous {
+            Some((old, live)) if old.server.max_in_flight == settings.server.max_in_flight => {
+                live.in_flight.clone()
+            }
+            _ => Slots::new(settings.server.max_in_flight as usize),
+        };
+        Ok(Self {
+            rate_limit,
+            in_flight,
+            timeout: settings.server.request_timeout,
+            keys: settings
+                .auth
+                .enabled
+                .then(|| Arc::new(KeyStore::new(settings.auth.keys.clone()))),
+            v1: deprecation::V1Headers::new(&settings.api),
+        })
+    }
+}
+
 /// The layers of both listeners, with the state they share: one per process.
 #[derive(Debug, Clone)]
 pub struct Stack {
-    /// What the guards share (rate limiter, breaker, in-flight slots).
+    /// What the guards share (breaker, readiness, the reloadable settings).
     pub guards: Arc<guard::Guards>,
-    /// The API keys, unless `auth.enabled = false`.
-    pub keys: Option<Arc<KeyStore>>,
+    /// The reloadable settings in force: swapped whole by [`Stack::reload`].
+    pub live: Arc<ArcSwap<Live>>,
+    auth: bool,
     observe: observe::Observe,
     ops: observe::Observe,
-    v1: Arc<deprecation::V1Headers>,
     body_limit: usize,
 }
 
@@ -74,30 +142,11 @@ impl Stack {
     /// recorder is installed (counters bind to it). Fails only on a Redis URL its client
     /// refuses.
     pub fn new(settings: &Settings, health: Arc<Health>) -> Result<Self, String> {
-        let rl = &settings.rate_limit;
-        let rate_limit = rl.enabled.then(|| -> Result<_, String> {
-            let buckets = match rl.backend {
-                LimitBackend::Local => rate_limit::Buckets::Local(Limiter::new(&rl.policies)),
-                LimitBackend::Redis => rate_limit::Buckets::Redis(Box::new(RedisLimiter::new(
-                    &rl.policies,
-                    &rl.redis,
-                )?)),
-            };
-            Ok(rate_limit::RateLimit::new(
-                buckets,
-                ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix),
-                rl.enforce,
-            ))
-        });
-        let rate_limit = rate_limit.transpose()?;
+        let live = Arc::new(ArcSwap::from_pointee(Live::build(settings, None)?));
         let cb = &settings.circuit_breaker;
         let breaker: Option<Arc<Breaker>> = cb
             .enabled
             .then(|| Breaker::new(cb.config.clone(), Box::new(circuit_breaker::register())));
-        let keys = settings
-            .auth
-            .enabled
-            .then(|| Arc::new(KeyStore::new(settings.auth.keys.clone())));
         let access = if settings.log.access {
             access_log::Level::Info
         } else {
@@ -110,26 +159,46 @@ impl Stack {
         let exported = crate::context::exporting();
         Ok(Self {
             guards: Arc::new(guard::Guards {
-                rate_limit,
                 breaker,
-                in_flight: Slots::new(settings.server.max_in_flight as usize),
-                timeout: settings.server.request_timeout,
                 health: health.clone(),
+                live: live.clone(),
             }),
-            observe: observe::Observe::api(health.clone(), keys.clone(), access, metrics, exported),
+            observe: observe::Observe::api(health.clone(), live.clone(), access, metrics, exported),
             ops: observe::Observe::ops(health),
-            keys,
-            v1: Arc::new(deprecation::V1Headers::new(&settings.api)),
+            live,
+            auth: settings.auth.enabled,
             body_limit: settings.server.body_limit,
         })
+    }
+
+    /// Applies the reloadable part of `new` (the running settings are `old`) at once: one
+    /// swap, so a request sees all of the old or all of the new. Buckets and breaker state
+    /// survive when their own settings are unchanged. Fails only on a Redis URL its client
+    /// refuses, and then changes nothing.
+    pub fn reload(&self, old: &Settings, new: &Settings) -> Result<(), String> {
+        let current = self.live.load_full();
+        let next = Live::build(new, Some((old, &current)))?;
+        if let Some(breaker) = &self.guards.breaker
+            && old.circuit_breaker.config != new.circuit_breaker.config
+        {
+            breaker.reconfigure(new.circuit_breaker.config.clone());
+        }
+        self.live.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The API keys in force, unless authentication is off.
+    pub fn keys(&self) -> Option<Arc<KeyStore>> {
+        self.live.load().keys.clone()
     }
 
     /// A version's order routes behind the guards (and, with authentication on, the
     /// authorize layer on each matched route).
     pub fn guarded<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        let routes = match &self.keys {
-            Some(_) => routes.route_layer(auth::Authorize),
-            None => routes,
+        let routes = if self.auth {
+            routes.route_layer(auth::Authorize)
+        } else {
+            routes
         };
         routes
             .layer(DefaultBodyLimit::max(self.body_limit))
@@ -138,8 +207,7 @@ impl Stack {
 
     /// A deprecated version's routes: every response announces it.
     pub fn deprecated<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
-        let v1 = self.v1.clone();
-        routes.layer(MapResponseLayer::new(move |res: Response| v1.announce(res)))
+        routes.layer(deprecation::Announce(self.live.clone()))
     }
 
     /// The API listener's router in its outer layer.

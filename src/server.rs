@@ -14,13 +14,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{DatabaseSettings, ServerSettings, Settings, ShutdownSettings};
+use crate::config::{DatabaseSettings, LoadOptions, ServerSettings, Settings, ShutdownSettings};
 use crate::middleware::Stack;
+use crate::reload::Reloader;
 use crate::router;
 use crate::state::{AppState, Health};
 use crate::store::Store;
 
 mod connection;
+mod signals;
+
+pub use signals::shutdown_signal;
 
 /// First and largest pause between attempts to reach the database at start.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
@@ -32,6 +36,7 @@ pub struct Server {
     state: AppState,
     settings: Settings,
     stack: Stack,
+    reload: Option<LoadOptions>,
 }
 
 impl Server {
@@ -56,7 +61,15 @@ impl Server {
             state,
             settings,
             stack,
+            reload: None,
         })
+    }
+
+    /// Reloads the configuration that `opts` loads while serving (see [`crate::reload`]),
+    /// as `settings.reload` asks.
+    pub fn reload_from(mut self, opts: LoadOptions) -> Self {
+        self.reload = Some(opts);
+        self
     }
 
     /// The API listener's address (useful with port 0).
@@ -77,6 +90,7 @@ impl Server {
             state,
             settings,
             stack,
+            reload,
         } = self;
         tracing::info!(
             api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -86,7 +100,7 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
-        match &stack.keys {
+        match &stack.keys() {
             Some(keys) => tracing::info!(
                 keys = %keys.ids().collect::<Vec<_>>().join(","),
                 "API key authentication on"
@@ -105,17 +119,22 @@ impl Server {
             state.store.clone(),
             settings.idempotency.purge_interval,
         ));
-        let eviction = stack.guards.rate_limit.is_some().then(|| {
-            let (guards, every) = (stack.guards.clone(), settings.rate_limit.eviction_interval);
+        // Runs whether or not limiting is on now: a reload can turn it on.
+        let eviction = Some({
+            let (live, every) = (stack.live.clone(), settings.rate_limit.eviction_interval);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    if let Some(rl) = &guards.rate_limit {
+                    if let Some(rl) = &live.load().rate_limit {
                         rl.evict();
                     }
                 }
             })
+        });
+        let reloader = reload.map(|opts| {
+            let reloader = Reloader::new(opts, settings.clone(), stack.clone());
+            tokio::spawn(reloader.run(CancellationToken::new()))
         });
         let api_app = router::api(state.clone(), &stack, settings.auth.enabled);
         let ops_app = router::ops(state.clone(), &stack);
@@ -145,7 +164,7 @@ impl Server {
         schema.abort();
         upkeep.abort();
         purge.abort();
-        if let Some(task) = eviction {
+        for task in [eviction, reloader].into_iter().flatten() {
             task.abort();
         }
         // A pool waits for every connection to come back; one that never does (a query stuck
@@ -355,39 +374,5 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     loop {
         tick.tick().await;
         handle.run_upkeep();
-    }
-}
-
-/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
-pub async fn shutdown_signal() {
-    wait_for_signal().await;
-    tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting immediately");
-        crate::telemetry::stdout::flush();
-        std::process::exit(130);
-    });
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -17,7 +17,7 @@ use tracing::Metadata;
 use tracing_subscriber::filter::{FilterFn, LevelFilter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
 use crate::context::OPS_TARGET;
@@ -39,6 +39,42 @@ impl Telemetry {
         }
         stdout::flush();
     }
+}
+
+/// The installed subscriber's log filter, changeable while running.
+struct LogFilter {
+    current: std::sync::Mutex<String>,
+    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+static LOG_FILTER: std::sync::OnceLock<LogFilter> = std::sync::OnceLock::new();
+
+/// Replaces the log filter (`log.level` syntax, e.g. `info,orders_api::store=debug`) of the
+/// subscriber [`init`] installed; traces keep their own filter. An invalid filter is refused
+/// with the reason and changes nothing; without an installed subscriber it is a no-op.
+pub fn set_log_filter(directives: &str) -> Result<(), String> {
+    let filter = EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
+    let Some(live) = LOG_FILTER.get() else {
+        return Ok(());
+    };
+    (live.set)(filter)?;
+    *live
+        .current
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = directives.to_string();
+    Ok(())
+}
+
+/// The log filter in force, if [`init`] installed the subscriber.
+pub fn log_filter() -> Option<String> {
+    LOG_FILTER.get().map(|live| {
+        live.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    })
 }
 
 fn exported(meta: &Metadata<'_>) -> bool {
@@ -80,6 +116,7 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
         }
         None => (None, None),
     };
+    let (log_filter, handle) = reload::Layer::new(log_filter);
     let installed = Registry::default()
         .with(logs::SpanFieldsLayer)
         .with(fmt.with_filter(log_filter))
@@ -88,6 +125,10 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     if installed.is_err() {
         return Ok(Telemetry::default());
     }
+    let _ = LOG_FILTER.set(LogFilter {
+        current: std::sync::Mutex::new(log.level.clone()),
+        set: Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())),
+    });
     if provider.is_some() {
         crate::context::set_exporting();
     }

@@ -1,6 +1,6 @@
 //! The configuration layers and where each value came from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -59,13 +59,7 @@ impl Sources {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
 
         let profile = env("APP_PROFILE").unwrap_or_else(|| "development".into());
-        let profile_ok = !profile.is_empty()
-            && profile
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if profile_ok {
-            let dir = PathBuf::from(env("APP_CONFIG_DIR").unwrap_or_else(|| "./config".into()));
-            let path = dir.join(format!("{profile}.toml"));
+        if let Some(path) = opts.profile_file() {
             if path.is_file() {
                 figment = merge_file(figment, &path, &mut layers, &mut problems);
             }

@@ -26,6 +26,33 @@ pub fn render(sources: &Sources) -> String {
     out
 }
 
+/// Every effective leaf key with its displayed value (secrets as `***`), in key order: what
+/// a reload compares.
+pub fn flatten(sources: &Sources) -> std::collections::BTreeMap<String, String> {
+    fn walk(out: &mut std::collections::BTreeMap<String, String>, path: &str, value: &Value) {
+        match value {
+            Value::Dict(_, dict) => {
+                for (key, inner) in dict {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(out, &path, inner);
+                }
+            }
+            leaf => {
+                out.insert(path.to_string(), display_value(path, leaf));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(root) = sources.figment.extract::<Value>() {
+        walk(&mut out, "", &root);
+    }
+    out
+}
+
 fn render_table(out: &mut String, sources: &Sources, path: &str, table: &Value) {
     let Value::Dict(_, dict) = table else { return };
     out.push_str(&format!("\n[{path}]\n"));

@@ -117,7 +117,7 @@ impl std::fmt::Debug for RedisUrl {
 }
 
 /// `[rate_limit.redis]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
     /// `redis://[:password@]host[:port][/db]` (a secret).
     pub url: RedisUrl,

@@ -4,9 +4,18 @@
 //! layer on the v1 nest, outside its guards, so refusals (401, 403, 413, 429, 503, 504) and
 //! panics turned into 500 announce it too.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service};
 
+use super::Live;
 use crate::config::ApiSettings;
 
 /// The `Deprecation` header (not in `http`'s list of standard names).
@@ -54,6 +63,55 @@ impl V1Headers {
         headers.insert(SUNSET.clone(), self.sunset.clone());
         headers.append(header::LINK, self.link.clone());
         res
+    }
+}
+
+/// The layer: the headers of the dates in the request's snapshot of the reloadable settings
+/// (the one `observe` put into it), so that a reload never changes them mid-request.
+#[derive(Debug, Clone)]
+pub struct Announce(pub Arc<ArcSwap<Live>>);
+
+impl<S> Layer<S> for Announce {
+    type Service = AnnounceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AnnounceService {
+            inner,
+            live: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`Announce`].
+#[derive(Debug, Clone)]
+pub struct AnnounceService<S> {
+    inner: S,
+    live: Arc<ArcSwap<Live>>,
+}
+
+impl<S> Service<Request> for AnnounceService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let live = match req.extensions().get::<Arc<Live>>() {
+            Some(live) => live.clone(),
+            None => self.live.load_full(),
+        };
+        let served = self.inner.call(req);
+        Box::pin(async move {
+            let Ok(res) = served.await;
+            Ok(live.v1.announce(res))
+        })
     }
 }
 

@@ -23,8 +23,8 @@ use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -32,11 +32,12 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use metrics::counter;
 use tower::{Layer, Service};
 
+use super::Live;
 use super::circuit_breaker::Call;
-use super::rate_limit::{Check, Checked, RateLimit};
+use super::rate_limit::{Check, Checked};
 use crate::error::ApiError;
 use crate::resilience::breaker::Breaker;
-use crate::resilience::in_flight::{Slot, Slots};
+use crate::resilience::in_flight::Slot;
 use crate::state::Health;
 use crate::store::reach::Reach;
 use crate::telemetry::metrics::HTTP_SHED;
@@ -44,16 +45,14 @@ use crate::telemetry::metrics::HTTP_SHED;
 /// What the guards share across every route they wrap: one instance per process.
 #[derive(Debug)]
 pub struct Guards {
-    /// Token buckets, unless `rate_limit.enabled = false`.
-    pub rate_limit: Option<RateLimit>,
-    /// The database breaker, unless `circuit_breaker.enabled = false`.
+    /// The database breaker, unless `circuit_breaker.enabled = false` (reconfigured in place
+    /// by a reload).
     pub breaker: Option<Arc<Breaker>>,
-    /// In-flight slots.
-    pub in_flight: Slots,
-    /// `server.request_timeout`.
-    pub timeout: Duration,
     /// Whether the store is ready.
     pub health: Arc<Health>,
+    /// The reloadable settings, for a request that did not come through `observe` (which puts
+    /// the snapshot it read into the request).
+    pub live: Arc<ArcSwap<Live>>,
 }
 
 /// The layer: see the module docs.
@@ -95,9 +94,14 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match self.guards.rate_limit.as_ref().map(|rl| rl.check(&req)) {
-            None => self.admit(req, None),
-            Some(Check::Now(limited)) => self.admit(req, limited),
+        // One snapshot of the reloadable settings for the whole request.
+        let live = match req.extensions().get::<Arc<Live>>() {
+            Some(live) => live.clone(),
+            None => self.guards.live.load_full(),
+        };
+        match live.rate_limit.as_ref().map(|rl| rl.check(&req)) {
+            None => self.admit(req, live, None),
+            Some(Check::Now(limited)) => self.admit(req, live, limited),
             // Buckets in Redis: the rest waits for its answer.
             Some(Check::Ask(client, write)) => {
                 let clone = self.inner.clone();
@@ -106,11 +110,11 @@ where
                     guards: self.guards.clone(),
                 };
                 Either::Right(Box::pin(async move {
-                    let limited = match &this.guards.rate_limit {
+                    let limited = match &live.rate_limit {
                         Some(rl) => Some(rl.ask(client, write).await),
                         None => None,
                     };
-                    match this.admit(req, limited) {
+                    match this.admit(req, live, limited) {
                         Either::Left(refused) => refused.await,
                         Either::Right(served) => served.await,
                     }
@@ -129,22 +133,23 @@ where
     fn admit(
         &mut self,
         mut req: Request,
+        live: Arc<Live>,
         limited: Option<Checked>,
     ) -> <Self as Service<Request>>::Future {
         let g = &self.guards;
         let refuse = |res: Response| Either::Left(ready(Ok(res)));
-        if let (Some(rl), Some(checked)) = (&g.rate_limit, &limited)
+        if let (Some(rl), Some(checked)) = (&live.rate_limit, &limited)
             && let Some(refusal) = rl.refusal(checked)
         {
             return refuse(refusal);
         }
         let annotate = |mut res: Response| {
-            if let (Some(rl), Some(checked)) = (&g.rate_limit, &limited) {
+            if let (Some(rl), Some(checked)) = (&live.rate_limit, &limited) {
                 rl.annotate(checked, &mut res);
             }
             res
         };
-        let Some(slot) = g.in_flight.try_take() else {
+        let Some(slot) = live.in_flight.try_take() else {
             counter!(HTTP_SHED).increment(1);
             return refuse(annotate(ApiError::Overloaded.into_response()));
         };
@@ -166,7 +171,6 @@ where
         req.extensions_mut().insert::<Slot>(slot.clone());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let guards = self.guards.clone();
         let served: BoxFuture<'static, Result<Response, Infallible>> = Box::pin(async move {
             // Extractors drop the request's extensions before the handler is done: the slot
             // is held here for as long as the request is served.
@@ -176,7 +180,7 @@ where
                 Some(reach.clone()),
                 AssertUnwindSafe(inner.call(req)).catch_unwind(),
             );
-            let res = match tokio::time::timeout(guards.timeout, served).await {
+            let res = match tokio::time::timeout(live.timeout, served).await {
                 Ok(Ok(Ok(res))) => {
                     if let Some(call) = call {
                         call.finish(&reach);
@@ -199,7 +203,7 @@ where
                 }
             };
             let mut res = res;
-            if let (Some(rl), Some(checked)) = (&guards.rate_limit, &limited) {
+            if let (Some(rl), Some(checked)) = (&live.rate_limit, &limited) {
                 rl.annotate(checked, &mut res);
             }
             Ok(res)

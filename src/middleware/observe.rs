@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::http::header::{self, USER_AGENT};
@@ -28,10 +29,10 @@ use futures_util::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::Live;
 use super::access_log::{Entry, Level, UNMATCHED};
 use super::http_metrics::HttpMetrics;
 use super::{request_id, trace};
-use crate::auth::keys::KeyStore;
 use crate::auth::{Presented, presented};
 use crate::context::{OPS_TARGET, RequestContext};
 use crate::error::Failure;
@@ -42,7 +43,8 @@ use crate::telemetry::metrics::method_label;
 #[derive(Debug)]
 struct Shared {
     health: Arc<Health>,
-    keys: Option<Arc<KeyStore>>,
+    /// The reloadable settings (API listener only): read once per request, and put into it.
+    live: Option<Arc<ArcSwap<Live>>>,
     access: Level,
     metrics: Option<Arc<HttpMetrics>>,
     /// API requests get a server span (exported when trace export is on); ops requests a plain
@@ -56,18 +58,19 @@ struct Shared {
 pub struct Observe(Arc<Shared>);
 
 impl Observe {
-    /// For the API listener: `keys` identify callers, `access` is the access events' level,
-    /// `metrics` counts requests, `exported` says whether trace export is on.
+    /// For the API listener: `live` holds the keys that identify callers, `access` is the
+    /// access events' level, `metrics` counts requests, `exported` says whether trace export
+    /// is on.
     pub fn api(
         health: Arc<Health>,
-        keys: Option<Arc<KeyStore>>,
+        live: Arc<ArcSwap<Live>>,
         access: Level,
         metrics: Option<Arc<HttpMetrics>>,
         exported: bool,
     ) -> Self {
         Self(Arc::new(Shared {
             health,
-            keys,
+            live: Some(live),
             access,
             metrics,
             api: true,
@@ -79,7 +82,7 @@ impl Observe {
     pub fn ops(health: Arc<Health>) -> Self {
         Self(Arc::new(Shared {
             health,
-            keys: None,
+            live: None,
             access: Level::Debug,
             metrics: None,
             api: false,
@@ -129,9 +132,10 @@ where
         let id = request_id::accept_or_mint(req.headers().get(&request_id::HEADER));
         let route = req.extensions().get::<MatchedPath>().cloned();
         let route_str = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-        let principal = shared
-            .keys
+        let live = shared.live.as_ref().map(|live| live.load_full());
+        let principal = live
             .as_ref()
+            .and_then(|live| live.keys.as_ref())
             .and_then(|keys| match presented(req.headers()) {
                 Presented::Token(token) => keys.find(token),
                 _ => None,
@@ -141,6 +145,9 @@ where
             let extensions = req.extensions_mut();
             extensions.insert(index);
             extensions.insert(principal);
+        }
+        if let Some(live) = live {
+            req.extensions_mut().insert(live);
         }
         let (span, trace) = if shared.api {
             let trace = trace::start(&req, route_str, &id, shared.exported);

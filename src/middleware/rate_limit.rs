@@ -7,6 +7,7 @@
 //! latter's check has to wait.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method};
@@ -50,8 +51,8 @@ impl Buckets {
 /// What the layer needs.
 #[derive(Debug)]
 pub struct RateLimit {
-    /// The buckets.
-    pub buckets: Buckets,
+    /// The buckets (shared with the limiter a reload builds, when its policies are the same).
+    pub buckets: Arc<Buckets>,
     /// Who the client is.
     pub clients: ClientIp,
     /// Refuse, or only count.
@@ -67,6 +68,18 @@ pub struct RateLimit {
 const VERDICTS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
 
 impl RateLimit {
+    /// The same buckets and counters with another client rule and enforcement (a reload
+    /// that changed neither the policies nor the backend).
+    pub fn reconfigured(&self, clients: ClientIp, enforce: bool) -> Self {
+        Self {
+            buckets: self.buckets.clone(),
+            clients,
+            enforce,
+            counters: self.counters.clone(),
+            policy_header: self.policy_header.clone(),
+        }
+    }
+
     /// The layer's state, with every decision series of the active policies started at zero
     /// (so rates and alerts have a series before the first refusal) and the key counts
     /// published. Build it after the metrics recorder is installed.
@@ -88,7 +101,7 @@ impl RateLimit {
             HeaderValue::from_str(&Limiter::policy_header(&Decision { policies })).ok()
         });
         let limit = Self {
-            buckets,
+            buckets: Arc::new(buckets),
             clients,
             enforce,
             counters,
@@ -162,7 +175,7 @@ impl RateLimit {
             *req.method(),
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
-        match &self.buckets {
+        match &*self.buckets {
             Buckets::Local(limiter) => {
                 Check::Now(Some(self.counted(limiter.check(client, write), write)))
             }
@@ -173,7 +186,7 @@ impl RateLimit {
     /// Takes the request's tokens in Redis (or from the fallback): the answer to
     /// [`Check::Ask`].
     pub async fn ask(&self, client: ClientKey, write: bool) -> Checked {
-        let decision = match &self.buckets {
+        let decision = match &*self.buckets {
             Buckets::Redis(redis) => redis.check(client, write).await,
             Buckets::Local(limiter) => limiter.check(client, write),
         };

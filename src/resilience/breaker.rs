@@ -9,10 +9,10 @@
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with the paused clock.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::config::BreakerConfig;
@@ -92,46 +92,10 @@ struct Inner {
     openings: u32,
 }
 
-/// Recent outcomes with their failures and slow calls counted as they come and go, so that
-/// a verdict costs the same with a window of 5 calls or of 5,000.
-#[derive(Debug, Default)]
-struct Window {
-    calls: VecDeque<Outcome>,
-    failed: usize,
-    slow: usize,
-}
-
-impl Window {
-    fn push(&mut self, outcome: Outcome) {
-        self.failed += usize::from(outcome.failed);
-        self.slow += usize::from(outcome.slow);
-        self.calls.push_back(outcome);
-    }
-
-    fn pop_front(&mut self) {
-        if let Some(old) = self.calls.pop_front() {
-            self.failed -= usize::from(old.failed);
-            self.slow -= usize::from(old.slow);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.calls.len()
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-    }
-
-    fn clear(&mut self) {
-        *self = Self::default();
-    }
-}
-
 /// The breaker. Cheap to share behind an `Arc`.
 pub struct Breaker {
-    cfg: BreakerConfig,
+    /// Swapped whole by [`Breaker::reconfigure`]; the state stays.
+    cfg: ArcSwap<BreakerConfig>,
     inner: Mutex<Inner>,
     observer: Box<dyn Observer>,
 }
@@ -139,7 +103,7 @@ pub struct Breaker {
 impl std::fmt::Debug for Breaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Breaker")
-            .field("cfg", &self.cfg)
+            .field("cfg", &**self.cfg.load())
             .finish_non_exhaustive()
     }
 }
@@ -200,13 +164,13 @@ impl Permit {
 
     /// Calls slower than this are slow.
     pub fn slow_call_duration(&self) -> Duration {
-        self.breaker.cfg.slow_call_duration
+        self.breaker.cfg.load().slow_call_duration
     }
 
     /// Reports the call's result; slowness is measured from admission.
     pub fn record(mut self, failed: bool) {
         self.done = true;
-        let slow = self.started.elapsed() > self.breaker.cfg.slow_call_duration;
+        let slow = self.started.elapsed() > self.breaker.cfg.load().slow_call_duration;
         self.breaker
             .on_result(self.generation, Outcome { failed, slow });
     }
@@ -218,7 +182,7 @@ impl Drop for Permit {
             return;
         }
         if self.deadline.as_ref().is_some_and(Deadline::expired) {
-            let slow = self.started.elapsed() > self.breaker.cfg.slow_call_duration;
+            let slow = self.started.elapsed() > self.breaker.cfg.load().slow_call_duration;
             self.breaker
                 .on_result(self.generation, Outcome { failed: true, slow });
         } else {
@@ -231,7 +195,7 @@ impl Breaker {
     /// A closed breaker.
     pub fn new(cfg: BreakerConfig, observer: Box<dyn Observer>) -> Arc<Self> {
         Arc::new(Self {
-            cfg,
+            cfg: ArcSwap::from_pointee(cfg),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 generation: 0,
@@ -242,9 +206,26 @@ impl Breaker {
         })
     }
 
+    /// Takes new thresholds and waits, keeping the state and the recorded calls (the oldest
+    /// dropped if the window shrank); an open breaker keeps its current wait.
+    pub fn reconfigure(&self, cfg: BreakerConfig) {
+        let mut inner = self.lock();
+        if matches!(inner.phase, Phase::Closed) {
+            while inner.calls.len() > cfg.window {
+                inner.calls.pop_front();
+            }
+        }
+        self.cfg.store(Arc::new(cfg));
+    }
+
+    /// The thresholds and waits in force.
+    pub fn config(&self) -> BreakerConfig {
+        BreakerConfig::clone(&self.cfg.load())
+    }
+
     /// Calls slower than this are slow.
     pub fn slow_call_duration(&self) -> Duration {
-        self.cfg.slow_call_duration
+        self.cfg.load().slow_call_duration
     }
 
     /// The current state (an expired open wait reads as half-open).
@@ -270,7 +251,7 @@ impl Breaker {
             self.move_to(&mut inner, Phase::HalfOpen { admitted: 0 });
         }
         if let Phase::HalfOpen { admitted } = &mut inner.phase {
-            if *admitted >= self.cfg.half_open_calls {
+            if *admitted >= self.cfg.load().half_open_calls {
                 return Err(Rejected {
                     retry_after: Duration::from_secs(1),
                 });
@@ -294,17 +275,18 @@ impl Breaker {
         match inner.phase {
             Phase::Closed => {
                 inner.calls.push(outcome);
-                while inner.calls.len() > self.cfg.window {
+                while inner.calls.len() > self.cfg.load().window {
                     inner.calls.pop_front();
                 }
-                let needed = self.cfg.minimum_calls.min(self.cfg.window).max(1);
+                let cfg = self.cfg.load();
+                let needed = cfg.minimum_calls.min(cfg.window).max(1);
                 if inner.calls.len() >= needed && self.trips(&inner.calls) {
                     self.open(&mut inner);
                 }
             }
             Phase::HalfOpen { .. } => {
                 inner.calls.push(outcome);
-                if inner.calls.len() >= self.cfg.half_open_calls {
+                if inner.calls.len() >= self.cfg.load().half_open_calls {
                     if self.trips(&inner.calls) {
                         self.open(&mut inner);
                     } else {
@@ -330,8 +312,9 @@ impl Breaker {
 
     fn trips(&self, calls: &Window) -> bool {
         let n = calls.len() as f64;
-        calls.failed as f64 * 100.0 / n >= self.cfg.failure_rate_threshold
-            || calls.slow as f64 * 100.0 / n >= self.cfg.slow_call_rate_threshold
+        let cfg = self.cfg.load();
+        calls.failed as f64 * 100.0 / n >= cfg.failure_rate_threshold
+            || calls.slow as f64 * 100.0 / n >= cfg.slow_call_rate_threshold
     }
 
     fn open(&self, inner: &mut Inner) {
@@ -349,12 +332,12 @@ impl Breaker {
     /// at `open_wait_max`. Saturating: past the cap (or past what a `Duration` holds, after some
     /// 60 reopenings at 2.0) it stays at the cap instead of overflowing.
     fn open_wait(&self, openings: u32) -> Duration {
-        let cap = self.cfg.open_wait_max.max(self.cfg.open_wait);
-        let factor = self
-            .cfg
+        let cfg = self.cfg.load();
+        let cap = cfg.open_wait_max.max(cfg.open_wait);
+        let factor = cfg
             .backoff_multiplier
             .powi(i32::try_from(openings).unwrap_or(i32::MAX));
-        Duration::try_from_secs_f64(self.cfg.open_wait.as_secs_f64() * factor)
+        Duration::try_from_secs_f64(cfg.open_wait.as_secs_f64() * factor)
             .map_or(cap, |wait| wait.min(cap))
     }
 
@@ -384,6 +367,9 @@ fn phase_state(phase: &Phase) -> State {
 }
 
 pub mod metrics;
+mod window;
+
+use window::Window;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

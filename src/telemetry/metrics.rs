@@ -71,6 +71,16 @@ pub const RATE_LIMIT_REDIS_ERRORS: &str = "rate_limit_redis_errors_total";
 pub const RATE_LIMIT_BACKEND_DECISIONS: &str = "rate_limit_backend_decisions_total";
 /// 1 while the Redis breaker is not closed (the fallback decides), else 0.
 pub const RATE_LIMIT_FALLBACK_ACTIVE: &str = "rate_limit_fallback_active";
+/// Configuration reloads by `result` (`success`, `failure`).
+pub const CONFIG_RELOADS: &str = "config_reloads_total";
+/// When the configuration was last loaded successfully (at start or by a reload).
+pub const CONFIG_LAST_SUCCESS: &str = "config_last_reload_success_timestamp_seconds";
+/// 1 if the last reload attempt succeeded (or none was made), 0 while the files are invalid.
+pub const CONFIG_LAST_SUCCESSFUL: &str = "config_last_reload_successful";
+/// 1 for the `hash` of the configuration in force, 0 for those replaced.
+pub const CONFIG_INFO: &str = "config_info";
+/// Changed settings that only a restart applies (0 when the files match what runs).
+pub const CONFIG_RESTART_REQUIRED: &str = "config_restart_required_settings";
 /// Breaker state: 0 closed, 1 open, 2 half-open.
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 /// Breaker state changes, by from and to.
@@ -199,6 +209,20 @@ fn describe() {
     describe_counter!(
         RATE_LIMIT_BACKEND_DECISIONS,
         "Rate-limit decisions of the redis backend, by who decided"
+    );
+    describe_counter!(CONFIG_RELOADS, "Configuration reloads, by result");
+    describe_gauge!(
+        CONFIG_LAST_SUCCESS,
+        "Unix time of the last successful configuration load"
+    );
+    describe_gauge!(
+        CONFIG_LAST_SUCCESSFUL,
+        "1 if the last configuration reload succeeded, 0 while the files are invalid"
+    );
+    describe_gauge!(CONFIG_INFO, "1 for the hash of the configuration in force");
+    describe_gauge!(
+        CONFIG_RESTART_REQUIRED,
+        "Changed settings that are not applied until a restart"
     );
     describe_gauge!(
         RATE_LIMIT_FALLBACK_ACTIVE,

@@ -3,9 +3,10 @@
 //! request: spans that cannot be delivered are dropped, counted in `otel_spans_dropped_total`,
 //! and reported by a WARN at most once a minute.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use metrics::counter;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
@@ -13,8 +14,8 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-    Tracer,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample, SpanData,
+    SpanExporter, Tracer,
 };
 
 use super::metrics::SPANS_DROPPED;
@@ -78,10 +79,48 @@ pub fn provider(cfg: &TelemetrySettings) -> Result<Option<(SdkTracerProvider, Tr
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(resource)
-        .with_sampler(sampler(cfg.sampler, cfg.sampler_arg))
+        .with_sampler(LiveSampler::install(sampler(cfg.sampler, cfg.sampler_arg)))
         .build();
     let tracer = provider.tracer("orders-api");
     Ok(Some((provider, tracer)))
+}
+
+/// The exporter's sampler, swappable while running ([`set_sampler`]).
+#[derive(Debug, Clone)]
+struct LiveSampler(Arc<ArcSwap<Sampler>>);
+
+static SAMPLER: std::sync::OnceLock<Arc<ArcSwap<Sampler>>> = std::sync::OnceLock::new();
+
+impl LiveSampler {
+    fn install(initial: Sampler) -> Self {
+        let cell = SAMPLER.get_or_init(|| Arc::new(ArcSwap::from_pointee(initial.clone())));
+        cell.store(Arc::new(initial));
+        Self(cell.clone())
+    }
+}
+
+impl ShouldSample for LiveSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        self.0
+            .load()
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// Replaces the sampler of the running trace exporter (`telemetry.sampler` and its ratio);
+/// a no-op when traces are not exported.
+pub fn set_sampler(kind: SamplerKind, ratio: f64) {
+    if let Some(cell) = SAMPLER.get() {
+        cell.store(Arc::new(sampler(kind, ratio)));
+    }
 }
 
 fn sampler(kind: SamplerKind, ratio: f64) -> Sampler {
