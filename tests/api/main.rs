@@ -16,6 +16,7 @@ mod openapi;
 mod orders;
 mod process;
 mod redis_limits;
+mod reload;
 mod resilience;
 mod rollout;
 mod support;
