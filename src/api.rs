@@ -1,5 +1,6 @@
 //! The HTTP API: versioned routers, the probes, and what they share (body parsing).
 
+pub mod admin;
 pub mod body;
 pub mod create;
 pub mod openapi;

@@ -22,17 +22,21 @@ pub enum Scope {
     Read,
     /// `orders:write`: POST, PUT, PATCH and DELETE.
     Write,
+    /// `ops:admin`: the ops listener's endpoints that show or change the running service
+    /// (`/config`, `/log-level`).
+    Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 2] = [Scope::Read, Scope::Write];
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
 
     /// The scope's name in configuration and in `WWW-Authenticate`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "orders:read",
             Scope::Write => "orders:write",
+            Scope::Admin => "ops:admin",
         }
     }
 
@@ -56,7 +60,7 @@ impl Scope {
 
     /// What an unknown scope name is told.
     pub fn unknown(name: &str) -> String {
-        format!("unknown scope {name:?}; known: orders:read, orders:write")
+        format!("unknown scope {name:?}; known: orders:read, orders:write, ops:admin")
     }
 
     /// The scope a request with `method` needs. Methods that change nothing need `orders:read`;
@@ -74,6 +78,7 @@ impl Scope {
         match self {
             Scope::Read => 1,
             Scope::Write => 2,
+            Scope::Admin => 4,
         }
     }
 }

@@ -19,19 +19,23 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge};
 use sha2::{Digest, Sha256};
 
-use crate::config::{LoadOptions, Settings, Sources, flatten_effective};
+use crate::config::{LoadOptions, Settings, Sources, flatten_effective, render_effective};
 use crate::middleware::Stack;
 use crate::telemetry::metrics::{
     CONFIG_INFO, CONFIG_LAST_SUCCESS, CONFIG_LAST_SUCCESSFUL, CONFIG_RELOADS,
     CONFIG_RESTART_REQUIRED,
 };
 
+mod control;
 mod triggers;
+
+pub use control::{Control, LogLevel};
 
 /// Whether a change to `key` is applied while running (the rest need a restart).
 pub fn applies_live(key: &str) -> bool {
@@ -119,13 +123,17 @@ pub struct Reloader {
     hash: String,
     /// What the watched files held at the last reload.
     digest: Vec<u8>,
+    /// What the ops listener shows and changes.
+    control: Arc<Control>,
 }
 
 impl Reloader {
     /// A reloader for a service started with `settings`, loaded by `opts`; it publishes the
     /// configuration metrics at once.
-    pub fn new(opts: LoadOptions, settings: Settings, stack: Stack) -> Self {
-        let current = snapshot(&Sources::collect(&opts), &settings);
+    pub fn new(opts: LoadOptions, settings: Settings, stack: Stack, control: Arc<Control>) -> Self {
+        let sources = Sources::collect(&opts);
+        control.set_config(render_effective(&sources), None);
+        let current = snapshot(&sources, &settings);
         let hash = hash(&current);
         for result in ["success", "failure"] {
             counter!(CONFIG_RELOADS, "result" => result).absolute(0);
@@ -142,6 +150,7 @@ impl Reloader {
             current,
             hash,
             digest: Vec::new(),
+            control,
         };
         this.digest = this.read_files();
         this
@@ -225,7 +234,7 @@ impl Reloader {
             return false;
         }
         if next.log.level != self.running.log.level
-            && let Err(e) = crate::telemetry::set_log_filter(&next.log.level)
+            && let Err(e) = self.control.set_configured_level(&next.log.level)
         {
             // Validated with the rest; kept for the day the two parsers disagree.
             tracing::error!(error = %e, "log.level not applied");
@@ -269,6 +278,8 @@ impl Reloader {
             hash = %hash,
             "configuration reloaded"
         );
+        self.control
+            .set_config(render_effective(&sources), Some(SystemTime::now()));
         counter!(CONFIG_RELOADS, "result" => "success").increment(1);
         gauge!(CONFIG_LAST_SUCCESS).set(now_seconds());
         gauge!(CONFIG_LAST_SUCCESSFUL).set(1.0);

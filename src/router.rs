@@ -34,11 +34,12 @@ pub fn api(state: AppState, stack: &Stack, secured: bool) -> Router {
 }
 
 /// The probes and `/metrics` for the ops listener, in `stack`'s ops layers.
-pub fn ops(state: AppState, stack: &Stack) -> Router {
+pub fn ops(state: AppState, stack: &Stack, admin: api::admin::Admin) -> Router {
     stack.ops(
         api::ops::ops_router()
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .with_state(state),
+            .with_state(state)
+            .merge(api::admin::router(admin)),
     )
 }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{DatabaseSettings, LoadOptions, ServerSettings, Settings, ShutdownSettings};
 use crate::middleware::Stack;
-use crate::reload::Reloader;
+use crate::reload::{Control, Reloader};
 use crate::router;
 use crate::state::{AppState, Health};
 use crate::store::Store;
@@ -132,12 +132,18 @@ impl Server {
                 }
             })
         });
+        let control = Control::new(&settings.log.level);
         let reloader = reload.map(|opts| {
-            let reloader = Reloader::new(opts, settings.clone(), stack.clone());
+            let reloader = Reloader::new(opts, settings.clone(), stack.clone(), control.clone());
             tokio::spawn(reloader.run(CancellationToken::new()))
         });
         let api_app = router::api(state.clone(), &stack, settings.auth.enabled);
-        let ops_app = router::ops(state.clone(), &stack);
+        let admin = crate::api::admin::Admin {
+            control,
+            live: stack.live.clone(),
+            auth: settings.auth.enabled,
+        };
+        let ops_app = router::ops(state.clone(), &stack, admin);
         let stop = CancellationToken::new();
         let api_task = serve(
             api,

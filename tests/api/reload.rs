@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use orders_api::auth::keys::hash;
 
 use crate::support::binary::{self, Running, eventually, get_status, http, wait_line};
-use crate::support::helpers::metric;
+use crate::support::helpers::{Backend, TestApp, api_key, metric};
 
 /// A directory laid out as the kubelet mounts a ConfigMap or Secret: each file is a symlink
 /// `name → ..data/name`, `..data` is a symlink to a timestamped directory holding the files.
@@ -304,4 +304,103 @@ fn reloads_in_the_middle_of_traffic_fail_no_request() {
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(served.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn the_admin_endpoints_need_ops_admin_when_authentication_is_on() {
+    let (reader, operator) = (
+        "oak_reader-for-ops-0123456789abcdefghijklmnop",
+        "oak_operator-0123456789abcdefghijklmnopqrstuv",
+    );
+    let sha = |key: &str| -> String { hash(key).iter().map(|b| format!("{b:02x}")).collect() };
+    let keys = vec![
+        api_key("reader", &sha(reader), &["orders:read"]),
+        api_key("operator", &sha(operator), &["ops:admin"]),
+    ];
+    let app = TestApp::builder(Backend::sqlite())
+        .with(move |s| {
+            s.auth.enabled = true;
+            s.auth.keys = keys;
+        })
+        .spawn()
+        .await;
+    let put = |key: Option<&'static str>, body: serde_json::Value| {
+        let mut req = app.client.put(app.ops_url("/log-level")).json(&body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    let body = serde_json::json!({"filter": "debug", "ttl": "10m"});
+    let anonymous = put(None, body.clone()).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    assert_eq!(put(Some(reader), body.clone()).await.unwrap().status(), 403);
+    let get = |key: Option<&'static str>| {
+        let mut req = app.client.get(app.ops_url("/log-level"));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    let before: serde_json::Value = get(Some(operator)).await.unwrap().json().await.unwrap();
+    assert_eq!(before["filter"], "info");
+    assert!(before.get("remaining_seconds").is_none(), "{before}");
+
+    let set = put(Some(operator), body).await.unwrap();
+    assert_eq!(set.status(), 200);
+    let now: serde_json::Value = get(Some(operator)).await.unwrap().json().await.unwrap();
+    assert_eq!(now["filter"], "debug");
+    assert_eq!(now["configured"], "info");
+    let left = now["remaining_seconds"].as_u64().unwrap();
+    assert!((590..=600).contains(&left), "{now}");
+
+    // Bad input: every problem, nothing changed.
+    let bad = put(
+        Some(operator),
+        serde_json::json!({"filter": "info,=[", "ttl": "forever", "x": 1}),
+    )
+    .await
+    .unwrap();
+    let problem = crate::support::helpers::problem(bad, 422).await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/x", "/ttl"], "{problem}");
+    let still: serde_json::Value = get(Some(operator)).await.unwrap().json().await.unwrap();
+    assert_eq!(still["filter"], "debug");
+    // Started without files to reload: there is no file configuration to show.
+    let config = app
+        .client
+        .get(app.ops_url("/config"))
+        .bearer_auth(operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 404);
+}
+
+#[test]
+fn get_config_shows_the_effective_configuration_with_sources_and_no_secrets() {
+    let secret = "[rate_limit.redis]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n";
+    let mut config = Mounted::new(&[("app.toml", &(limits(2, "info") + secret))]);
+    let app = serve(&config.path("app.toml"), &[]);
+    let shown = get(app.ops, "/config", None);
+    assert_eq!(status(&shown), 200, "{shown}");
+    assert!(
+        shown.contains("# last reload: never (as started)"),
+        "{shown}"
+    );
+    assert!(shown.contains("burst = 2  # "), "{shown}");
+    assert!(shown.contains("app.toml"), "each key's source: {shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    config.update(&[("app.toml", &(limits(6, "info") + secret))]);
+    eventually("the reload shown", || {
+        let shown = get(app.ops, "/config", None);
+        shown.contains("burst = 6  # ") && !shown.contains("never (as started)")
+    });
 }
