@@ -95,7 +95,7 @@ pub enum KeysAction {
         /// The key's id, as access logs show it [default: "key-" and 8 hex digits of the hash].
         #[arg(long)]
         id: Option<String>,
-        /// Comma-separated scopes: orders:read, orders:write.
+        /// Comma-separated scopes: orders:read, orders:write, ops:admin.
         #[arg(long, default_value = "orders:read", value_parser = parse_scopes)]
         scopes: Scopes,
     },
