@@ -189,3 +189,32 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
         self.inner.set_resource(resource);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanKind, TraceId};
+    use opentelemetry_sdk::trace::SamplingDecision;
+
+    use super::*;
+
+    #[test]
+    fn the_live_sampler_follows_set_sampler() {
+        let live = LiveSampler::install(Sampler::AlwaysOn);
+        let decide = || {
+            live.should_sample(
+                None,
+                TraceId::from(7u128),
+                "GET /",
+                &SpanKind::Server,
+                &[],
+                &[],
+            )
+            .decision
+        };
+        assert_eq!(decide(), SamplingDecision::RecordAndSample);
+        set_sampler(SamplerKind::AlwaysOff, 1.0);
+        assert_eq!(decide(), SamplingDecision::Drop);
+        set_sampler(SamplerKind::TraceIdRatio, 1.0);
+        assert_eq!(decide(), SamplingDecision::RecordAndSample);
+    }
+}

@@ -286,3 +286,26 @@ async fn a_long_run_of_reopenings_saturates_the_backoff() {
     }
     assert_eq!(b.state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reconfigured_breaker_keeps_its_calls_and_applies_the_new_thresholds() {
+    let (b, log) = breaker(small());
+    // Two failures, then two successes: 4 of the 5 calls needed.
+    for failed in [true, true, false, false] {
+        call(&b, failed);
+    }
+    assert_eq!(b.state(), State::Closed);
+    // A window of 4 and a lower bar. Unchanged, one more failure would make 2 of 5 (40 % <
+    // 50 %: closed); a breaker that lost its calls would have 1 of the 4 needed.
+    b.reconfigure(BreakerConfig {
+        window: 4,
+        minimum_calls: 4,
+        failure_rate_threshold: 40.0,
+        ..small()
+    });
+    assert_eq!(b.config().window, 4);
+    call(&b, true);
+    // The last 4 calls: failure, success, success, failure: 50 % ≥ 40 %.
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(log.take(), [(State::Closed, State::Open)]);
+}
