@@ -404,3 +404,27 @@ fn get_config_shows_the_effective_configuration_with_sources_and_no_secrets() {
         shown.contains("burst = 6  # ") && !shown.contains("never (as started)")
     });
 }
+
+#[test]
+fn buckets_survive_a_reload_that_leaves_the_limits_alone() {
+    let mut config = Mounted::new(&[("app.toml", &limits(2, "info"))]);
+    let app = serve(&config.path("app.toml"), &[]);
+    let orders = || status(&get(app.api, "/api/v1/orders", None));
+    assert_eq!([orders(), orders(), orders()], [200, 200, 429]);
+    // Only the request timeout and the in-flight cap change: the drained bucket stays drained.
+    let edited = limits(2, "info").replace(
+        "ops_port = 0\n",
+        "ops_port = 0\nrequest_timeout = \"20s\"\nmax_in_flight = 100\n",
+    );
+    config.update(&[("app.toml", &edited)]);
+    let reloaded = wait_line(&app.lines, |l| l["message"] == "configuration reloaded");
+    assert_eq!(
+        reloaded["applied"], "server.max_in_flight,server.request_timeout",
+        "{reloaded}"
+    );
+    assert_eq!(
+        orders(),
+        429,
+        "a reload that kept the limits refilled the bucket"
+    );
+}
