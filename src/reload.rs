@@ -278,8 +278,21 @@ impl Reloader {
             hash = %hash,
             "configuration reloaded"
         );
-        self.control
-            .set_config(render_effective(&sources), Some(SystemTime::now()));
+        // What the files say, with the settings that are not in force until a restart.
+        let mut rendered = String::new();
+        if !restart.is_empty() {
+            rendered.push_str("# not in force until a restart (running value, then the files'):\n");
+            for key in &restart {
+                let shown = |v: Option<&String>| v.map_or("(unset)", String::as_str).to_string();
+                rendered.push_str(&format!(
+                    "#   {key}: {} -> {}\n",
+                    shown(self.boot.get(*key)),
+                    shown(flat.get(*key))
+                ));
+            }
+        }
+        rendered.push_str(&render_effective(&sources));
+        self.control.set_config(rendered, Some(SystemTime::now()));
         counter!(CONFIG_RELOADS, "result" => "success").increment(1);
         gauge!(CONFIG_LAST_SUCCESS).set(now_seconds());
         gauge!(CONFIG_LAST_SUCCESSFUL).set(1.0);

@@ -255,8 +255,14 @@ fn sighup_reloads_and_a_port_change_needs_a_restart() {
     assert_eq!(restart["settings"], "server.port", "{restart}");
     let reloaded = wait_line(&app.lines, |l| l["message"] == "configuration reloaded");
     assert_eq!(reloaded["trigger"], "SIGHUP");
-    // The old port keeps serving, with the new limit.
+    // The old port keeps serving, with the new limit; /config says what is not in force.
     assert_eq!(policy(), "\"per-client\";q=3;w=300");
+    let shown = get(app.ops, "/config", None);
+    assert!(
+        shown.contains("# not in force until a restart")
+            && shown.contains("#   server.port: 0 -> 1"),
+        "{shown}"
+    );
     assert_eq!(
         metric(&metrics(&app), "config_restart_required_settings", ""),
         1.0
