@@ -41,40 +41,28 @@ impl Telemetry {
     }
 }
 
-/// The installed subscriber's log filter, changeable while running.
-struct LogFilter {
-    current: std::sync::Mutex<String>,
-    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
-}
+/// Replaces the installed subscriber's log filter (set by [`init`]).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 
-static LOG_FILTER: std::sync::OnceLock<LogFilter> = std::sync::OnceLock::new();
+static LOG_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
 
-/// Replaces the log filter (`log.level` syntax, e.g. `info,orders_api::store=debug`) of the
-/// subscriber [`init`] installed; traces keep their own filter. An invalid filter is refused
-/// with the reason and changes nothing; without an installed subscriber it is a no-op.
-pub fn set_log_filter(directives: &str) -> Result<(), String> {
-    let filter = EnvFilter::builder()
+/// A log filter in `log.level` syntax (e.g. `info,orders_api::store=debug`), or why it is not
+/// one.
+pub fn parse_log_filter(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
         .parse(directives)
-        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
-    let Some(live) = LOG_FILTER.get() else {
-        return Ok(());
-    };
-    (live.set)(filter)?;
-    *live
-        .current
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = directives.to_string();
-    Ok(())
+        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))
 }
 
-/// The log filter in force, if [`init`] installed the subscriber.
-pub fn log_filter() -> Option<String> {
-    LOG_FILTER.get().map(|live| {
-        live.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    })
+/// Replaces the log filter of the subscriber [`init`] installed; traces keep their own filter.
+/// An invalid filter is refused with the reason and changes nothing; without an installed
+/// subscriber it is a no-op.
+pub fn set_log_filter(directives: &str) -> Result<(), String> {
+    let filter = parse_log_filter(directives)?;
+    match LOG_FILTER.get() {
+        Some(set) => set(filter),
+        None => Ok(()),
+    }
 }
 
 fn exported(meta: &Metadata<'_>) -> bool {
@@ -125,10 +113,9 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     if installed.is_err() {
         return Ok(Telemetry::default());
     }
-    let _ = LOG_FILTER.set(LogFilter {
-        current: std::sync::Mutex::new(log.level.clone()),
-        set: Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())),
-    });
+    let _ = LOG_FILTER.set(Box::new(move |filter| {
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
     if provider.is_some() {
         crate::context::set_exporting();
     }
