@@ -73,6 +73,15 @@ pub struct Live {
 }
 
 impl Live {
+    /// The snapshot `req` is served with: the one `observe` put into it, or (for a request
+    /// that did not pass `observe`) the one in force.
+    pub fn of(req: &axum::extract::Request, current: &ArcSwap<Live>) -> Arc<Live> {
+        match req.extensions().get::<Arc<Live>>() {
+            Some(live) => live.clone(),
+            None => current.load_full(),
+        }
+    }
+
     /// The snapshot `settings` ask for. `previous` (the running snapshot and the settings it
     /// was built from) lends what did not change: the rate limiter's buckets when its
     /// policies and backend are the same, and the in-flight slots when their number is.

@@ -103,10 +103,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let live = match req.extensions().get::<Arc<Live>>() {
-            Some(live) => live.clone(),
-            None => self.live.load_full(),
-        };
+        let live = Live::of(&req, &self.live);
         let served = self.inner.call(req);
         Box::pin(async move {
             let Ok(res) = served.await;

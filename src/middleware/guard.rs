@@ -95,10 +95,7 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         // One snapshot of the reloadable settings for the whole request.
-        let live = match req.extensions().get::<Arc<Live>>() {
-            Some(live) => live.clone(),
-            None => self.guards.live.load_full(),
-        };
+        let live = Live::of(&req, &self.guards.live);
         match live.rate_limit.as_ref().map(|rl| rl.check(&req)) {
             None => self.admit(req, live, None),
             Some(Check::Now(limited)) => self.admit(req, live, limited),
