@@ -79,21 +79,19 @@ fn merged(running: &Settings, new: &Settings) -> Settings {
     s
 }
 
-/// The effective configuration as compared and shown: each key's displayed value (secrets
-/// as `***`), plus the API keys read from `auth.keys_file` (ids, hashes and scopes).
-fn snapshot(sources: &Sources, settings: &Settings) -> BTreeMap<String, String> {
-    let mut flat = flatten_effective(sources);
+/// The API keys in effect (from `auth.keys` and `auth.keys_file`): ids, hashes and scopes.
+fn keys_of(settings: &Settings) -> String {
     let keys: Vec<String> = settings
         .auth
         .keys
         .iter()
         .map(|k| format!("{k:?}"))
         .collect();
-    flat.insert("auth.keys (in effect)".into(), keys.join(";"));
-    flat
+    keys.join(";")
 }
 
-fn hash(flat: &BTreeMap<String, String>) -> String {
+/// `config_info`'s hash: the displayed configuration in force and the keys in effect.
+fn hash(flat: &BTreeMap<String, String>, keys: &str) -> String {
     let mut h = Sha256::new();
     for (k, v) in flat {
         h.update(k.as_bytes());
@@ -101,6 +99,7 @@ fn hash(flat: &BTreeMap<String, String>) -> String {
         h.update(v.as_bytes());
         h.update([0]);
     }
+    h.update(keys.as_bytes());
     hex::encode(&h.finalize()[..6])
 }
 
@@ -118,8 +117,10 @@ pub struct Reloader {
     boot: BTreeMap<String, String>,
     /// The settings in force.
     running: Settings,
-    /// Their snapshot, and its hash (`config_info`).
+    /// Their displayed values (secrets as `***`), the keys in effect, and the hash of both
+    /// (`config_info`).
     current: BTreeMap<String, String>,
+    keys: String,
     hash: String,
     /// What the watched files held at the last reload.
     digest: Vec<u8>,
@@ -133,8 +134,9 @@ impl Reloader {
     pub fn new(opts: LoadOptions, settings: Settings, stack: Stack, control: Arc<Control>) -> Self {
         let sources = Sources::collect(&opts);
         control.set_config(render_effective(&sources), None);
-        let current = snapshot(&sources, &settings);
-        let hash = hash(&current);
+        let current = flatten_effective(&sources);
+        let keys = keys_of(&settings);
+        let hash = hash(&current, &keys);
         for result in ["success", "failure"] {
             counter!(CONFIG_RELOADS, "result" => result).absolute(0);
         }
@@ -148,6 +150,7 @@ impl Reloader {
             boot: current.clone(),
             running: settings,
             current,
+            keys,
             hash,
             digest: Vec::new(),
             control,
@@ -182,7 +185,28 @@ impl Reloader {
     /// Loads the files again and applies what can be applied; `why` names the trigger in the
     /// log. Returns whether the configuration was valid.
     pub fn reload(&mut self, why: &str) -> bool {
-        self.digest = self.read_files();
+        let digest = self.read_files();
+        self.apply(why, digest)
+    }
+
+    /// [`Reloader::reload`], only if the files' contents changed since the last one.
+    pub(crate) fn reload_if_changed(&mut self, why: &str) {
+        let digest = self.read_files();
+        if digest != self.digest {
+            self.apply(why, digest);
+        }
+    }
+
+    /// A reload that failed: counted, and the running configuration stays.
+    fn failed(&self) -> bool {
+        counter!(CONFIG_RELOADS, "result" => "failure").increment(1);
+        gauge!(CONFIG_LAST_SUCCESSFUL).set(0.0);
+        false
+    }
+
+    /// The reload of files whose contents hash to `digest`.
+    fn apply(&mut self, why: &str, digest: Vec<u8>) -> bool {
+        self.digest = digest;
         let sources = Sources::collect(&self.opts);
         let new = match Settings::from_sources(&sources) {
             Ok(new) => new,
@@ -201,12 +225,11 @@ impl Reloader {
                     problems = errors.0.len(),
                     "configuration reload failed"
                 );
-                counter!(CONFIG_RELOADS, "result" => "failure").increment(1);
-                gauge!(CONFIG_LAST_SUCCESSFUL).set(0.0);
-                return false;
+                return self.failed();
             }
         };
-        let flat = snapshot(&sources, &new);
+        let flat = flatten_effective(&sources);
+        let keys = keys_of(&new);
         let restart: Vec<&str> = flat
             .iter()
             .filter(|(k, v)| !applies_live(k) && self.boot.get(*k) != Some(*v))
@@ -217,21 +240,17 @@ impl Reloader {
                     .filter(|k| !applies_live(k) && !flat.contains_key(*k))
                     .map(String::as_str),
             )
-            .filter(|k| *k != "auth.keys (in effect)")
             .collect();
         let applied: Vec<&str> = flat
             .iter()
             .filter(|(k, v)| applies_live(k) && self.current.get(*k) != Some(*v))
             .map(|(k, _)| k.as_str())
             .collect();
-        let keys_changed =
-            self.current.get("auth.keys (in effect)") != flat.get("auth.keys (in effect)");
+        let keys_changed = keys != self.keys;
         let next = merged(&self.running, &new);
         if let Err(e) = self.stack.reload(&self.running, &next) {
             tracing::error!(error = %e, trigger = why, "configuration reload failed");
-            counter!(CONFIG_RELOADS, "result" => "failure").increment(1);
-            gauge!(CONFIG_LAST_SUCCESSFUL).set(0.0);
-            return false;
+            return self.failed();
         }
         if next.log.level != self.running.log.level
             && let Err(e) = self.control.set_configured_level(&next.log.level)
@@ -263,10 +282,7 @@ impl Reloader {
                 shown.insert((*key).to_string(), v.clone());
             }
         }
-        if let Some(v) = flat.get("auth.keys (in effect)") {
-            shown.insert("auth.keys (in effect)".into(), v.clone());
-        }
-        let hash = hash(&shown);
+        let hash = hash(&shown, &keys);
         if hash != self.hash {
             gauge!(CONFIG_INFO, "hash" => self.hash.clone()).set(0.0);
             gauge!(CONFIG_INFO, "hash" => hash.clone()).set(1.0);
@@ -298,6 +314,7 @@ impl Reloader {
         gauge!(CONFIG_LAST_SUCCESSFUL).set(1.0);
         self.hash = hash;
         self.current = shown;
+        self.keys = keys;
         self.running = next;
         true
     }

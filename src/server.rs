@@ -133,9 +133,15 @@ impl Server {
             })
         });
         let control = Control::new(&settings.log.level);
+        // Built in its task: reading the files again and setting up the watch are not on
+        // the way to serving.
         let reloader = reload.map(|opts| {
-            let reloader = Reloader::new(opts, settings.clone(), stack.clone(), control.clone());
-            tokio::spawn(reloader.run(CancellationToken::new()))
+            let (settings, stack, control) = (settings.clone(), stack.clone(), control.clone());
+            tokio::spawn(async move {
+                Reloader::new(opts, settings, stack, control)
+                    .run(CancellationToken::new())
+                    .await;
+            })
         });
         let api_app = router::api(state.clone(), &stack, settings.auth.enabled);
         let admin = crate::api::admin::Admin {

@@ -31,14 +31,10 @@ impl Reloader {
                 Some(()) = events.recv() => {
                     // Wait for the burst to end.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
-                    if self.read_files() != self.digest {
-                        self.reload("file change");
-                    }
+                    self.reload_if_changed("file change");
                 }
                 Some(()) = next_tick(poll.as_mut()) => {
-                    if self.read_files() != self.digest {
-                        self.reload("file change (polled)");
-                    }
+                    self.reload_if_changed("file change (polled)");
                 }
                 Some(()) = recv_hangup(hangup.as_mut()) => {
                     self.reload("SIGHUP");
