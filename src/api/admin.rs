@@ -116,12 +116,14 @@ async fn set_log_level(
         problem(&mut errors, &format!("/{name}"), "unknown member".into());
     }
     let filter = members.get("filter").and_then(|v| v.as_str());
-    if filter.is_none() {
-        problem(
+    match filter.map(crate::telemetry::parse_log_filter) {
+        None => problem(
             &mut errors,
             "/filter",
             "required: a log filter such as \"debug\"".into(),
-        );
+        ),
+        Some(Err(e)) => problem(&mut errors, "/filter", e),
+        Some(Ok(_)) => {}
     }
     let ttl = members
         .get("ttl")

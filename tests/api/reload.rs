@@ -376,7 +376,7 @@ async fn the_admin_endpoints_need_ops_admin_when_authentication_is_on() {
         .iter()
         .map(|e| e["pointer"].as_str().unwrap())
         .collect();
-    assert_eq!(pointers, ["/x", "/ttl"], "{problem}");
+    assert_eq!(pointers, ["/x", "/filter", "/ttl"], "{problem}");
     let still: serde_json::Value = get(Some(operator)).await.unwrap().json().await.unwrap();
     assert_eq!(still["filter"], "debug");
     // Started without files to reload: there is no file configuration to show.
