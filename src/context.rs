@@ -13,19 +13,6 @@ pub const OPS_TARGET: &str = "orders_api::ops";
 /// The tracing target of API server spans (exported when tracing is on).
 pub const HTTP_TARGET: &str = "orders_api::http";
 
-/// Whether spans leave the process (an OTLP exporter is installed).
-static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Records that spans are exported from now on (telemetry calls it once the exporter is in).
-pub fn set_exporting() {
-    EXPORTING.store(true, std::sync::atomic::Ordering::Release);
-}
-
-/// Whether spans are exported: spans that exist only for traces are made only then.
-pub fn exporting() -> bool {
-    EXPORTING.load(std::sync::atomic::Ordering::Acquire)
-}
-
 /// A W3C trace id (16 bytes), shown as 32 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceId(pub [u8; 16]);
@@ -57,6 +44,9 @@ pub struct RequestContext {
     pub request_id: HeaderValue,
     /// The trace the request belongs to, when the listener traces.
     pub trace_id: Option<TraceId>,
+    /// The server span, when it is recorded for export: the parent of the request's
+    /// database spans.
+    pub exported_span: Option<SpanId>,
 }
 
 tokio::task_local! {
@@ -73,6 +63,15 @@ impl RequestContext {
     pub fn request_id() -> Option<String> {
         CURRENT
             .try_with(|c| c.request_id.to_str().ok().map(str::to_string))
+            .ok()
+            .flatten()
+    }
+
+    /// The trace and span that the current request's own spans are children of, if the
+    /// request is recorded for export.
+    pub fn exported_parent() -> Option<(TraceId, SpanId)> {
+        CURRENT
+            .try_with(|c| Some((c.trace_id?, c.exported_span?)))
             .ok()
             .flatten()
     }
@@ -96,12 +95,21 @@ mod tests {
         let ctx = RequestContext {
             request_id: HeaderValue::from_static("req-1"),
             trace_id: Some(TraceId([0xab; 16])),
+            exported_span: Some(SpanId([7; 8])),
         };
-        let (id, trace) = ctx
-            .scope(async { (RequestContext::request_id(), RequestContext::trace_id()) })
+        let (id, trace, parent) = ctx
+            .scope(async {
+                (
+                    RequestContext::request_id(),
+                    RequestContext::trace_id(),
+                    RequestContext::exported_parent(),
+                )
+            })
             .await;
         assert_eq!(id.as_deref(), Some("req-1"));
         assert_eq!(trace, Some("ab".repeat(16)));
+        assert_eq!(parent, Some((TraceId([0xab; 16]), SpanId([7; 8]))));
+        assert_eq!(RequestContext::exported_parent(), None);
         assert_eq!(
             SpanId([1, 2, 3, 4, 5, 6, 7, 0xff]).to_string(),
             "01020304050607ff"

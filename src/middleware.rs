@@ -175,14 +175,13 @@ impl Stack {
             .telemetry
             .http_metrics
             .then(http_metrics::HttpMetrics::new);
-        let exported = crate::context::exporting();
         Ok(Self {
             guards: Arc::new(guard::Guards {
                 breaker,
                 health: health.clone(),
                 live: live.clone(),
             }),
-            observe: observe::Observe::api(health.clone(), live.clone(), access, metrics, exported),
+            observe: observe::Observe::api(health.clone(), live.clone(), access, metrics),
             ops: observe::Observe::ops(health),
             live,
             auth: settings.auth.enabled,

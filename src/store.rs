@@ -11,12 +11,11 @@ mod sqlite;
 pub use error::StoreError;
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use metrics::{counter, histogram};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::Backend;
@@ -25,9 +24,7 @@ use crate::orders::{
     Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Position, Quantity, Sku,
 };
 use crate::telemetry::metrics::{DB_ERRORS, DB_QUERY_DURATION};
-
-/// The tracing target of database spans (exported as client spans when tracing is on).
-pub const DB_TARGET: &str = "orders_api::db";
+use crate::telemetry::traces::{self, ClientSpan, Detail, SpanRecord};
 
 /// Connection counts of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,41 +217,34 @@ impl Store {
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        // The client span is for trace export only (no log line reads it): without a
-        // collector it is not made at all.
-        if !crate::context::exporting() {
-            let start = Instant::now();
-            reach::Reach::started();
-            let result = fut.await;
-            reach::Reach::finished(&result);
-            record(&result, op, start);
-            return result;
-        }
-        let system = match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgresql",
-        };
-        let span = tracing::info_span!(
-            target: DB_TARGET,
-            "db",
-            otel.name = %format_args!("{op} {table}"),
-            otel.kind = "client",
-            db.system.name = system,
-            db.operation.name = op,
-            db.collection.name = table,
-            error.type = tracing::field::Empty,
-        );
+        // The client span is for trace export only (no log line reads it): it is recorded only
+        // inside a request that is itself recorded for export.
+        let parent = crate::context::RequestContext::exported_parent();
+        let started = parent.map(|_| SystemTime::now());
         let start = Instant::now();
         reach::Reach::started();
-        let result = fut.instrument(span.clone()).await;
+        let result = fut.await;
         reach::Reach::finished(&result);
         record(&result, op, start);
-        if let Err(e) = &result {
-            span.record("error.type", e.kind());
-            tracing_opentelemetry::OpenTelemetrySpanExt::set_status(
-                &span,
-                opentelemetry::trace::Status::error(e.kind()),
-            );
+        if let (Some((trace_id, parent)), Some(started)) = (parent, started) {
+            traces::submit(SpanRecord {
+                trace_id,
+                span_id: traces::new_span_id(),
+                parent: Some(parent),
+                remote_parent: false,
+                trace_state: None,
+                start: started,
+                end: SystemTime::now(),
+                detail: Detail::Client(ClientSpan {
+                    system: match self {
+                        Self::Sqlite(_) => "sqlite",
+                        Self::Postgres(_) => "postgresql",
+                    },
+                    operation: op,
+                    collection: table,
+                    error: result.as_ref().err().map(StoreError::kind),
+                }),
+            });
         }
         result
     }

@@ -1,9 +1,10 @@
 //! Process-wide telemetry: the tracing subscriber (JSON or pretty logs, and OTLP traces when an
 //! endpoint is configured) and the Prometheus recorder.
 //!
-//! Logs and traces are filtered separately: `log.level` governs log lines only, so a quiet log
-//! level never silences traces. Probe traffic (`orders_api::ops`) and access events are never
-//! exported as traces.
+//! Logs and traces are apart: `log.level` governs log lines only, and the exporter records the
+//! server spans of API requests and the client spans of their database calls itself (see
+//! [`traces`]), so a quiet log level never silences traces, and probes and background work are
+//! never traced.
 
 pub mod logs;
 pub mod metrics;
@@ -12,30 +13,23 @@ pub mod traces;
 
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Metadata;
-use tracing_subscriber::filter::{FilterFn, LevelFilter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
-use crate::context::OPS_TARGET;
 
 /// Owns the trace pipeline; [`Telemetry::shutdown`] flushes it.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    exporter: Option<traces::Stopper>,
 }
 
 impl Telemetry {
-    /// Flushes queued spans and stops the exporter, within `timeout`. Call it outside the async
-    /// runtime: the exporter's blocking HTTP client must not be dropped on a runtime thread.
+    /// Sends queued spans and stops the exporter, waiting at most `timeout`; flushes the logs.
     pub fn shutdown(self, timeout: Duration) {
-        if let Some(provider) = self.provider
-            && let Err(e) = provider.shutdown_with_timeout(timeout)
-        {
-            tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown(timeout);
         }
         stdout::flush();
     }
@@ -65,10 +59,6 @@ pub fn set_log_filter(directives: &str) -> Result<(), String> {
     }
 }
 
-fn exported(meta: &Metadata<'_>) -> bool {
-    meta.target() != OPS_TARGET && meta.target() != "access" && !meta.target().starts_with("sqlx")
-}
-
 /// Installs the global subscriber. A second call in one process is a no-op that exports nothing.
 pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetry, String> {
     let log_filter = EnvFilter::builder()
@@ -85,30 +75,10 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
             .with_writer(std::io::stdout)
             .boxed(),
     };
-    let pipeline = traces::provider(telemetry)?;
-    let (provider, otel) = match pipeline {
-        Some((provider, tracer)) => {
-            // Per span, the layer's defaults add work nobody reads here: busy/idle timings
-            // (two clock reads on every poll), code and thread attributes, and an OTel
-            // `Context` attached on every enter (nothing in this binary reads
-            // `Context::current`; parents come from the tracing span tree).
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_context_activation(false)
-                .with_tracked_inactivity(false)
-                .with_location(false)
-                .with_threads(false)
-                .with_filter(LevelFilter::INFO)
-                .with_filter(FilterFn::new(exported));
-            (Some(provider), Some(layer))
-        }
-        None => (None, None),
-    };
     let (log_filter, handle) = reload::Layer::new(log_filter);
     let installed = Registry::default()
         .with(logs::SpanFieldsLayer)
         .with(fmt.with_filter(log_filter))
-        .with(otel)
         .try_init();
     if installed.is_err() {
         return Ok(Telemetry::default());
@@ -116,14 +86,12 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     let _ = LOG_FILTER.set(Box::new(move |filter| {
         handle.reload(filter).map_err(|e| e.to_string())
     }));
-    if provider.is_some() {
-        crate::context::set_exporting();
-    }
-    if let Some(url) = telemetry.traces_url().filter(|_| provider.is_some()) {
+    let exporter = traces::start(telemetry)?;
+    if let Some(url) = telemetry.traces_url().filter(|_| exporter.is_some()) {
         tracing::info!(
             endpoint = %crate::config::redact_url(&url),
             "exporting traces over OTLP"
         );
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry { exporter })
 }

@@ -50,7 +50,6 @@ struct Shared {
     /// API requests get a server span (exported when trace export is on); ops requests a plain
     /// one.
     api: bool,
-    exported: bool,
 }
 
 /// The layer: see the module docs.
@@ -59,14 +58,12 @@ pub struct Observe(Arc<Shared>);
 
 impl Observe {
     /// For the API listener: `live` holds the keys that identify callers, `access` is the
-    /// access events' level, `metrics` counts requests, `exported` says whether trace export
-    /// is on.
+    /// access events' level, `metrics` counts requests.
     pub fn api(
         health: Arc<Health>,
         live: Arc<ArcSwap<Live>>,
         access: Level,
         metrics: Option<Arc<HttpMetrics>>,
-        exported: bool,
     ) -> Self {
         Self(Arc::new(Shared {
             health,
@@ -74,7 +71,6 @@ impl Observe {
             access,
             metrics,
             api: true,
-            exported,
         }))
     }
 
@@ -86,7 +82,6 @@ impl Observe {
             access: Level::Debug,
             metrics: None,
             api: false,
-            exported: false,
         }))
     }
 }
@@ -149,8 +144,8 @@ where
         if let Some(live) = live {
             req.extensions_mut().insert(live);
         }
-        let (span, trace) = if shared.api {
-            let trace = trace::start(&req, route_str, &id, shared.exported);
+        let (span, mut trace) = if shared.api {
+            let trace = trace::start(&req, route_str, &id);
             (trace.span.clone(), Some(trace))
         } else {
             let span = tracing::debug_span!(
@@ -176,13 +171,14 @@ where
         let context = RequestContext {
             request_id: id.clone(),
             trace_id: trace.as_ref().map(|t| t.trace_id),
+            exported_span: trace.as_ref().and_then(trace::Trace::exported_span),
         };
         let served = context.scope(inner.call(req).instrument(span.clone()));
 
         Box::pin(async move {
             let Ok(mut res) = served.await;
             let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            if let Some(trace) = &trace {
+            if let Some(trace) = &mut trace {
                 trace::finish(trace, &mut res);
             }
             let headers = res.headers_mut();

@@ -1,28 +1,23 @@
-//! The server span of an API request: named `{METHOD} {route}`, child of the caller's W3C
-//! `traceparent`, returned in a `traceparent` response header. Its `trace_id` and `span_id`
-//! are fields of the span, so they are on every log line of the request.
+//! The server span of an API request: a tracing span carrying what log lines need (request id,
+//! trace id, span id), child of the caller's W3C `traceparent`, and named in a `traceparent`
+//! response header. Its ids are the caller's trace id, or a fresh one, and a fresh span id.
 //!
-//! With trace export on, the span carries the stable HTTP semantic-convention attributes and
-//! OpenTelemetry gives it its ids. With export off nobody reads those attributes, so the span
-//! carries only what log lines need (request id, trace id, span id) and the ids are the
-//! caller's trace id, or a fresh one, and a fresh span id: the cost of a span nobody exports is
-//! kept to what the logs use.
+//! With trace export on and the request sampled, the span is also recorded for export: the
+//! stable HTTP semantic-convention attributes are read once here, the status at the end, and
+//! the record goes to the exporter's queue ([`crate::telemetry::traces`]). Unsampled requests
+//! and export off cost only the ids.
 
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{HOST, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::context::{HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
+use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
 
 /// A request's span and the ids it goes by.
 #[derive(Debug)]
@@ -34,100 +29,100 @@ pub struct Trace {
     /// Its own id.
     pub span_id: SpanId,
     sampled: bool,
-    exported: bool,
+    /// The span for export, while the request runs (sampled requests with export on).
+    record: Option<SpanRecord>,
 }
 
-struct Headers<'a>(&'a HeaderMap);
+/// What the caller's `traceparent` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Remote {
+    trace_id: TraceId,
+    span_id: SpanId,
+    sampled: bool,
+}
 
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+fn hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if hex.len() != 2 * N {
+        return None;
     }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+    let mut out = [0u8; N];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
     }
+    Some(out)
 }
 
-/// The caller's span context, if it sent a valid `traceparent`.
-fn remote(headers: &HeaderMap) -> Option<opentelemetry::Context> {
-    headers.get("traceparent")?;
-    let cx = TraceContextPropagator::new().extract(&Headers(headers));
-    cx.span().span_context().is_valid().then_some(cx)
+/// The caller's span context, if it sent a valid W3C `traceparent`: `version-traceid-spanid-
+/// flags` in lower-case hex, version `ff` refused, version `00` exactly 55 characters, a later
+/// version at least that with a `-` after, and neither id all zeros.
+fn remote(headers: &HeaderMap) -> Option<Remote> {
+    let value = headers.get("traceparent")?.as_bytes();
+    let value = value.trim_ascii();
+    if value.len() < 55 || [2, 35, 52].iter().any(|&i| value[i] != b'-') {
+        return None;
+    }
+    let [version] = hex_bytes::<1>(&value[..2])?;
+    let fits = match version {
+        0xff => false,
+        0 => value.len() == 55,
+        _ => value.len() == 55 || value[55] == b'-',
+    };
+    let trace_id = hex_bytes::<16>(&value[3..35])?;
+    let span_id = hex_bytes::<8>(&value[36..52])?;
+    let [flags] = hex_bytes::<1>(&value[53..55])?;
+    (fits && trace_id != [0; 16] && span_id != [0; 8]).then_some(Remote {
+        trace_id: TraceId(trace_id),
+        span_id: SpanId(span_id),
+        sampled: flags & 1 == 1,
+    })
 }
 
-/// Starts the server span of `req`, matched to `route`. `exported`: whether trace export is on.
-pub fn start(req: &Request, route: &str, request_id: &HeaderValue, exported: bool) -> Trace {
-    let parent = remote(req.headers());
+/// Starts the server span of `req`, matched to `route`.
+pub fn start(req: &Request, route: &str, request_id: &HeaderValue) -> Trace {
+    let remote = remote(req.headers());
+    let trace_id = remote.map_or_else(traces::new_trace_id, |r| r.trace_id);
+    let span_id = traces::new_span_id();
     let request_id = request_id.to_str().unwrap_or_default();
-    if !exported {
-        let ids = RandomIdGenerator::default();
-        let remote: Option<SpanContext> = parent.map(|cx| cx.span().span_context().clone());
-        let trace_id = remote
-            .as_ref()
-            .map_or_else(|| ids.new_trace_id(), SpanContext::trace_id);
-        let sampled = remote.as_ref().is_some_and(SpanContext::is_sampled);
-        let (trace_id, span_id) = (
-            TraceId(trace_id.to_bytes()),
-            SpanId(ids.new_span_id().to_bytes()),
-        );
-        let span = tracing::info_span!(
-            target: HTTP_TARGET,
-            "request",
-            request_id,
-            trace_id = %trace_id,
-            span_id = %span_id,
-        );
-        return Trace {
-            span,
-            trace_id,
-            span_id,
-            sampled,
-            exported,
-        };
-    }
-    let span = rich_span(req, route, request_id);
-    let mut trace = Trace {
-        trace_id: TraceId([0; 16]),
-        span_id: SpanId([0; 8]),
-        sampled: false,
-        exported,
+    let span = tracing::info_span!(
+        target: HTTP_TARGET,
+        "request",
+        request_id,
+        trace_id = %trace_id,
+        span_id = %span_id,
+    );
+    let recorded = traces::sampled(remote.map(|r| r.sampled), &trace_id);
+    // Without export the caller's decision is passed on as it came.
+    let sampled = recorded || (!traces::exporting() && remote.is_some_and(|r| r.sampled));
+    let record = recorded.then(|| record(req, route, trace_id, span_id, remote));
+    Trace {
         span,
-    };
-    let cx = parent.unwrap_or_default();
-    let ids = match trace.span.set_parent(cx.clone()) {
-        Ok(()) => {
-            let sc = trace.span.context().span().span_context().clone();
-            Some((sc.trace_id(), sc.span_id(), sc.is_sampled()))
-        }
-        // The span is filtered out: keep the caller's trace, or start one.
-        Err(_) => None,
-    };
-    let (trace_id, span_id, sampled) = ids.unwrap_or_else(|| {
-        let ids = RandomIdGenerator::default();
-        let sc = cx.span().span_context().clone();
-        let trace_id = if sc.is_valid() {
-            sc.trace_id()
-        } else {
-            ids.new_trace_id()
-        };
-        (trace_id, ids.new_span_id(), sc.is_sampled())
-    });
-    trace.trace_id = TraceId(trace_id.to_bytes());
-    trace.span_id = SpanId(span_id.to_bytes());
-    trace.sampled = sampled;
-    trace
-        .span
-        .record("trace_id", tracing::field::display(trace.trace_id));
-    trace
-        .span
-        .record("span_id", tracing::field::display(trace.span_id));
-    trace
+        trace_id,
+        span_id,
+        sampled,
+        record,
+    }
 }
 
-/// The span with every request attribute known before the handler runs.
-fn rich_span(req: &Request, route: &str, request_id: &str) -> tracing::Span {
-    let method = method_label(req.method());
+impl Trace {
+    /// The span database calls are children of, when this request is recorded for export.
+    pub fn exported_span(&self) -> Option<SpanId> {
+        self.record.as_ref().map(|_| self.span_id)
+    }
+}
+
+/// The span for export, with every request attribute known before the handler runs.
+fn record(
+    req: &Request,
+    route: &str,
+    trace_id: TraceId,
+    span_id: SpanId,
+    remote: Option<Remote>,
+) -> SpanRecord {
     let header = |name| {
         req.headers()
             .get(name)
@@ -137,44 +132,44 @@ fn rich_span(req: &Request, route: &str, request_id: &str) -> tracing::Span {
     let host = header(HOST)
         .rsplit_once(':')
         .map_or(header(HOST), |(h, _)| h);
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip());
-    tracing::info_span!(
-        target: HTTP_TARGET,
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        request_id,
-        trace_id = Empty,
-        span_id = Empty,
-        http.request.method = method,
-        http.route = route,
-        url.path = req.uri().path(),
-        url.scheme = "http",
-        server.address = host,
-        client.address = client.map(tracing::field::display),
-        user_agent.original = header(USER_AGENT),
-        error.type = Empty,
-    )
+    let trace_state = remote
+        .and_then(|_| req.headers().get("tracestate"))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 512)
+        .map(str::to_owned);
+    let now = SystemTime::now();
+    SpanRecord {
+        trace_id,
+        span_id,
+        parent: remote.map(|r| r.span_id),
+        remote_parent: remote.is_some(),
+        trace_state,
+        start: now,
+        end: now,
+        detail: Detail::Server(ServerSpan {
+            method: method_label(req.method()),
+            route: route.to_owned(),
+            path: req.uri().path().to_owned(),
+            host: host.to_owned(),
+            client: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip()),
+            user_agent: header(USER_AGENT).to_owned(),
+            status: 0,
+        }),
+    }
 }
 
-/// Finishes the span with the response's status (typed, straight on the OTel span: fields
-/// recorded after the span started would arrive as strings), and names it in the response's
-/// `traceparent`.
-pub fn finish(trace: &Trace, res: &mut Response) {
-    let status = res.status();
-    if trace.exported {
-        trace
-            .span
-            .set_attribute("http.response.status_code", i64::from(status.as_u16()));
-        if status.is_server_error() {
-            trace.span.record("error.type", status.as_str());
-            trace.span.set_status(opentelemetry::trace::Status::error(
-                status.as_str().to_owned(),
-            ));
+/// Finishes the span with the response's status (a 5xx makes it an error span) and sends it
+/// for export if it was recorded; names it in the response's `traceparent`.
+pub fn finish(trace: &mut Trace, res: &mut Response) {
+    if let Some(mut record) = trace.record.take() {
+        record.end = SystemTime::now();
+        if let Detail::Server(server) = &mut record.detail {
+            server.status = res.status().as_u16();
         }
+        traces::submit(record);
     }
     if let Ok(v) =
         HeaderValue::from_bytes(&traceparent(trace.trace_id, trace.span_id, trace.sampled))
@@ -203,6 +198,38 @@ pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed(value: &str) -> Option<Remote> {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_str(value).unwrap());
+        remote(&headers)
+    }
+
+    #[test]
+    fn only_valid_traceparents_are_joined() {
+        let ok = parsed("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(ok.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ok.span_id.to_string(), "00f067aa0ba902b7");
+        assert!(ok.sampled);
+        let unsampled = parsed("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert!(!unsampled.unwrap().sampled);
+        // A later version may append fields after a dash.
+        assert!(parsed("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn traceparent_is_the_w3c_form() {

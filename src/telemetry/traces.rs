@@ -1,220 +1,239 @@
-//! OTLP trace export. Off unless an endpoint is configured; when on, spans leave through a
-//! bounded batch queue on its own thread, so a slow or absent collector never blocks or fails a
-//! request: spans that cannot be delivered are dropped, counted in `otel_spans_dropped_total`,
-//! and reported by a WARN at most once a minute.
+//! OTLP trace export. Off unless an endpoint is configured. When on, the server span of each
+//! sampled API request and the client spans of its database calls are recorded as plain
+//! values ([`SpanRecord`]) and pushed into a bounded queue; one thread encodes them to OTLP
+//! protobuf and sends them in batches. A worker never waits: a full queue or an unreachable
+//! collector drops spans, counts them in `otel_spans_dropped_total`, and warns at most once
+//! a minute.
+//!
+//! Spans are not built through `tracing`: the tracing spans of a request carry what its log
+//! lines need (request, trace and span ids), and the exported span is the request's
+//! attributes, read once, in a value the exporter thread turns into bytes without a copy in
+//! between.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod encode;
+mod export;
+mod transport;
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use metrics::counter;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample, SpanData,
-    SpanExporter, Tracer,
-};
 
-use super::metrics::SPANS_DROPPED;
-use crate::config::{OtlpProtocol, SamplerKind, TelemetrySettings};
+use crate::config::{SamplerKind, TelemetrySettings};
+use crate::context::{SpanId, TraceId};
 
-/// Quiet period between two warnings about undeliverable spans.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+pub use export::Stopper;
 
-/// Builds the tracer provider, or `None` when no endpoint is configured.
-pub fn provider(cfg: &TelemetrySettings) -> Result<Option<(SdkTracerProvider, Tracer)>, String> {
+/// A finished span, as the exporter sends it.
+#[derive(Debug)]
+pub struct SpanRecord {
+    /// The trace it belongs to.
+    pub trace_id: TraceId,
+    /// Its own id.
+    pub span_id: SpanId,
+    /// The parent span, if any.
+    pub parent: Option<SpanId>,
+    /// Whether the parent is the caller's (from `traceparent`) rather than this process's.
+    pub remote_parent: bool,
+    /// The caller's W3C `tracestate`, kept as sent.
+    pub trace_state: Option<String>,
+    /// When it started.
+    pub start: SystemTime,
+    /// When it ended.
+    pub end: SystemTime,
+    /// What kind of span, with its attributes.
+    pub detail: Detail,
+}
+
+/// The kinds of span this service exports.
+#[derive(Debug)]
+pub enum Detail {
+    /// An API request (span kind server).
+    Server(ServerSpan),
+    /// A database call (span kind client).
+    Client(ClientSpan),
+}
+
+/// An API request's attributes (the stable HTTP semantic conventions).
+#[derive(Debug)]
+pub struct ServerSpan {
+    /// `http.request.method`.
+    pub method: &'static str,
+    /// `http.route`: the matched route template.
+    pub route: String,
+    /// `url.path`.
+    pub path: String,
+    /// `server.address`: the `Host` header without its port (omitted when empty).
+    pub host: String,
+    /// `client.address`: the peer.
+    pub client: Option<IpAddr>,
+    /// `user_agent.original` (omitted when empty).
+    pub user_agent: String,
+    /// `http.response.status_code`; a 5xx also sets `error.type` and the error status.
+    pub status: u16,
+}
+
+/// A database call's attributes.
+#[derive(Debug)]
+pub struct ClientSpan {
+    /// `db.system.name`.
+    pub system: &'static str,
+    /// `db.operation.name`.
+    pub operation: &'static str,
+    /// `db.collection.name`.
+    pub collection: &'static str,
+    /// The error kind, when it failed (`error.type` and the error status).
+    pub error: Option<&'static str>,
+}
+
+static QUEUE: OnceLock<export::Queue> = OnceLock::new();
+
+/// Whether spans are exported: spans that exist only for traces are made only then.
+pub fn exporting() -> bool {
+    QUEUE.get().is_some()
+}
+
+/// Queues a finished span for export; a no-op when export is off. Never waits.
+pub fn submit(span: SpanRecord) {
+    if let Some(queue) = QUEUE.get() {
+        queue.push(span);
+    }
+}
+
+/// Starts the exporter and makes [`submit`] send to it, or returns `None` when no endpoint is
+/// configured (or an exporter already runs in this process). The error names the setting.
+pub fn start(cfg: &TelemetrySettings) -> Result<Option<Stopper>, String> {
     let Some(url) = cfg.traces_url() else {
         return Ok(None);
     };
-    let exporter = match cfg.otlp.protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(url)
-            .with_timeout(cfg.otlp.timeout)
-            .with_headers(cfg.otlp.headers.clone())
-            .build()
-            .map_err(|e| e.to_string())?,
-        #[cfg(feature = "otlp-grpc")]
-        OtlpProtocol::Grpc => {
-            use opentelemetry_otlp::WithTonicConfig;
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &cfg.otlp.headers {
-                if let (Ok(k), Ok(v)) = (
-                    k.parse::<tonic::metadata::MetadataKey<_>>(),
-                    v.parse::<tonic::metadata::MetadataValue<_>>(),
-                ) {
-                    metadata.insert(k, v);
-                }
-            }
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(url)
-                .with_timeout(cfg.otlp.timeout)
-                .with_metadata(metadata)
-                .build()
-                .map_err(|e| e.to_string())?
-        }
-    };
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(cfg.otlp.max_queue_size)
-        .with_scheduled_delay(cfg.otlp.export_interval)
-        .build();
-    let processor = BatchSpanProcessor::builder(Counting::new(exporter))
-        .with_batch_config(batch)
-        .build();
-    let resource = Resource::builder_empty()
-        .with_service_name(cfg.service_name.clone())
-        .with_attributes(
-            std::iter::once(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).chain(
-                cfg.resource_attributes
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            ),
-        )
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(resource)
-        .with_sampler(LiveSampler::install(sampler(cfg.sampler, cfg.sampler_arg)))
-        .build();
-    let tracer = provider.tracer("orders-api");
-    Ok(Some((provider, tracer)))
-}
-
-/// The exporter's sampler, swappable while running ([`set_sampler`]).
-#[derive(Debug, Clone)]
-struct LiveSampler(Arc<ArcSwap<Sampler>>);
-
-static SAMPLER: std::sync::OnceLock<Arc<ArcSwap<Sampler>>> = std::sync::OnceLock::new();
-
-impl LiveSampler {
-    fn install(initial: Sampler) -> Self {
-        let cell = SAMPLER.get_or_init(|| Arc::new(ArcSwap::from_pointee(initial.clone())));
-        cell.store(Arc::new(initial));
-        Self(cell.clone())
+    if QUEUE.get().is_some() {
+        return Ok(None);
     }
+    let transport = transport::build(cfg, url)?;
+    let resource: Vec<(String, String)> = [
+        ("service.name".to_owned(), cfg.service_name.clone()),
+        (
+            "service.version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+    ]
+    .into_iter()
+    .chain(cfg.resource_attributes.iter().cloned())
+    .collect();
+    let (queue, stopper) = export::start(
+        transport,
+        export::Setup {
+            resource: encode::resource(&resource),
+            scope: encode::scope("orders-api", env!("CARGO_PKG_VERSION")),
+            interval: cfg.otlp.export_interval,
+            queue_size: cfg.otlp.max_queue_size,
+        },
+    )?;
+    set_sampler(cfg.sampler, cfg.sampler_arg);
+    Ok(QUEUE.set(queue).is_ok().then_some(stopper))
 }
 
-impl ShouldSample for LiveSampler {
-    fn should_sample(
-        &self,
-        parent_context: Option<&opentelemetry::Context>,
-        trace_id: opentelemetry::trace::TraceId,
-        name: &str,
-        span_kind: &opentelemetry::trace::SpanKind,
-        attributes: &[KeyValue],
-        links: &[opentelemetry::trace::Link],
-    ) -> opentelemetry_sdk::trace::SamplingResult {
-        self.0
-            .load()
-            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
-    }
-}
-
-/// Replaces the sampler of the running trace exporter (`telemetry.sampler` and its ratio);
-/// a no-op when traces are not exported.
-pub fn set_sampler(kind: SamplerKind, ratio: f64) {
-    if let Some(cell) = SAMPLER.get() {
-        cell.store(Arc::new(sampler(kind, ratio)));
-    }
-}
-
-fn sampler(kind: SamplerKind, ratio: f64) -> Sampler {
-    match kind {
-        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
-        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
-        SamplerKind::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
-        SamplerKind::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        SamplerKind::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        SamplerKind::ParentBasedTraceIdRatio => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-        }
-    }
-}
-
-/// Counts spans in batches that failed to export, and warns at most once a minute.
-#[derive(Debug)]
-struct Counting<E> {
-    inner: E,
-    last_warning: Mutex<Option<Instant>>,
-}
-
-impl<E> Counting<E> {
-    fn new(inner: E) -> Self {
-        Self {
-            inner,
-            last_warning: Mutex::new(None),
-        }
-    }
-
-    fn dropped(&self, n: usize, error: &str) {
-        counter!(SPANS_DROPPED).increment(n as u64);
-        let Ok(mut last) = self.last_warning.lock() else {
-            return;
-        };
-        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
+impl Stopper {
+    /// Sends the queued spans and stops the exporter, within `timeout`; warns if it could not.
+    pub fn shutdown(self, timeout: Duration) {
+        if !self.stop(timeout) {
             tracing::warn!(
-                dropped = n,
-                error,
-                "trace export failed; dropping spans (next warning in a minute at the earliest)"
+                timeout = %humantime::format_duration(timeout),
+                "trace exporter did not finish in time; queued spans are lost"
             );
         }
     }
 }
 
-impl<E: SpanExporter> SpanExporter for Counting<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len();
-        let result = self.inner.export(batch).await;
-        if let Err(e) = &result {
-            self.dropped(n, &e.to_string());
+/// The sampler in effect (`telemetry.sampler` and its ratio), swappable while running.
+static SAMPLER: OnceLock<ArcSwap<Sampler>> = OnceLock::new();
+
+/// A sampling rule: the root rule for spans without a caller, and whether the caller's
+/// decision is followed when there is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampler {
+    parent_based: bool,
+    root: Root,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Root {
+    Always,
+    Never,
+    /// Keeps traces whose id falls under this bound (see [`Sampler::root_samples`]).
+    Ratio(u64),
+}
+
+impl Sampler {
+    fn new(kind: SamplerKind, ratio: f64) -> Self {
+        // The OpenTelemetry TraceIdRatioBased rule: the low 63 bits of the trace id's last 8
+        // bytes against ratio × 2^63, so every service keeps the same traces at one ratio.
+        let bound = if ratio >= 1.0 {
+            Root::Always
+        } else {
+            Root::Ratio((ratio.max(0.0) * (1u64 << 63) as f64) as u64)
+        };
+        let (parent_based, root) = match kind {
+            SamplerKind::AlwaysOn => (false, Root::Always),
+            SamplerKind::AlwaysOff => (false, Root::Never),
+            SamplerKind::TraceIdRatio => (false, bound),
+            SamplerKind::ParentBasedAlwaysOn => (true, Root::Always),
+            SamplerKind::ParentBasedAlwaysOff => (true, Root::Never),
+            SamplerKind::ParentBasedTraceIdRatio => (true, bound),
+        };
+        Self { parent_based, root }
+    }
+
+    fn root_samples(self, trace_id: &TraceId) -> bool {
+        match self.root {
+            Root::Always => true,
+            Root::Never => false,
+            Root::Ratio(bound) => {
+                let mut low = [0u8; 8];
+                low.copy_from_slice(&trace_id.0[8..]);
+                (u64::from_be_bytes(low) >> 1) < bound
+            }
         }
-        result
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+    fn samples(self, caller_sampled: Option<bool>, trace_id: &TraceId) -> bool {
+        match caller_sampled {
+            Some(sampled) if self.parent_based => sampled,
+            _ => self.root_samples(trace_id),
+        }
     }
+}
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
+/// Whether a new server span is recorded: `caller_sampled` is the sampled flag of the caller's
+/// `traceparent`, if it sent one. Always `false` when export is off.
+pub fn sampled(caller_sampled: Option<bool>, trace_id: &TraceId) -> bool {
+    exporting()
+        && SAMPLER
+            .get()
+            .is_some_and(|s| s.load().samples(caller_sampled, trace_id))
+}
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+/// Replaces the sampler of the running trace exporter (`telemetry.sampler` and its ratio).
+pub fn set_sampler(kind: SamplerKind, ratio: f64) {
+    let new = Sampler::new(kind, ratio);
+    match SAMPLER.get() {
+        Some(cell) => cell.store(Arc::new(new)),
+        None => {
+            let _ = SAMPLER.set(ArcSwap::from_pointee(new));
+        }
     }
+}
+
+/// A fresh random trace id (never all zeros).
+pub fn new_trace_id() -> TraceId {
+    TraceId(fastrand::u128(1..).to_be_bytes())
+}
+
+/// A fresh random span id (never all zeros).
+pub fn new_span_id() -> SpanId {
+    SpanId(fastrand::u64(1..).to_be_bytes())
 }
 
 #[cfg(test)]
-mod tests {
-    use opentelemetry::trace::{SpanKind, TraceId};
-    use opentelemetry_sdk::trace::SamplingDecision;
-
-    use super::*;
-
-    #[test]
-    fn the_live_sampler_follows_set_sampler() {
-        let live = LiveSampler::install(Sampler::AlwaysOn);
-        let decide = || {
-            live.should_sample(
-                None,
-                TraceId::from(7u128),
-                "GET /",
-                &SpanKind::Server,
-                &[],
-                &[],
-            )
-            .decision
-        };
-        assert_eq!(decide(), SamplingDecision::RecordAndSample);
-        set_sampler(SamplerKind::AlwaysOff, 1.0);
-        assert_eq!(decide(), SamplingDecision::Drop);
-        set_sampler(SamplerKind::TraceIdRatio, 1.0);
-        assert_eq!(decide(), SamplingDecision::RecordAndSample);
-    }
-}
+mod tests;
