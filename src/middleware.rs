@@ -9,7 +9,7 @@
 //! 2. routing: `/healthz` and each version's OpenAPI document are answered here, outside the
 //!    guards (they touch no database and need no key); unknown paths get 404, unknown methods
 //!    405.
-//! 3. deprecation (the `/api/v1` nest): `Deprecation`, `Sunset` and a successor `Link` on every
+//! 3. deprecation (the `/api/v1` routes): `Deprecation`, `Sunset` and a successor `Link` on every
 //!    v1 response, including the guards' refusals and panics turned into 500.
 //! 4. [`guard`] (each version's order routes, one service): catch panic, timeout, rate limit,
 //!    load shed, store ready, circuit breaker, in that order.
@@ -17,7 +17,7 @@
 //! 6. [`auth`] (a `route_layer`, with authentication on): 401 without a valid key, 403 without
 //!    the method's scope. Only matched routes are wrapped, so an unknown path stays 404.
 //!
-//! Guards go on the routers they guard (the version nests), not on everything behind a test of
+//! Guards go on the routers they guard (each version's routes), not on everything behind a test of
 //! the path: no layer decides by matching path strings. `Router::layer` wraps every route
 //! *inside* the router, so `MatchedPath` is known to every layer for the route label, and the
 //! fallback is wrapped too (unmatched requests are logged and counted as `<unmatched>`).
@@ -218,9 +218,12 @@ impl Stack {
         } else {
             routes
         };
-        routes
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(guard::Guard(self.guards.clone()))
+        // One layer for both: each `Router::layer` boxes every route once more.
+        routes.layer(
+            tower::ServiceBuilder::new()
+                .layer(guard::Guard(self.guards.clone()))
+                .layer(DefaultBodyLimit::max(self.body_limit)),
+        )
     }
 
     /// A deprecated version's routes: every response announces it.

@@ -1,4 +1,4 @@
-//! Routes only: the version nests (guarded order routes, public documents), liveness, and the
+//! Routes only: each version's routes (guarded order routes, public documents), liveness, and the
 //! ops listener's router. The layers come from [`crate::middleware::Stack`].
 
 use axum::Router;
@@ -24,8 +24,8 @@ pub fn api(state: AppState, stack: &Stack, secured: bool) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     stack.api(
         Router::new()
-            .nest("/api/v1", v1)
-            .nest("/api/v2", v2)
+            .merge(v1)
+            .merge(v2)
             .merge(api::ops::router())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)

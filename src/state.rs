@@ -13,9 +13,22 @@ use crate::config::{IdempotencySettings, Settings};
 use crate::resilience::client_ip::ClientIp;
 use crate::store::Store;
 
-/// Everything handlers share.
+/// Everything handlers share, behind one `Arc`: the router clones the state for every
+/// request, and one reference count is all that clone costs.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Shared {
     /// The orders store.
     pub store: Store,
     /// Readiness inputs.
@@ -42,7 +55,7 @@ impl AppState {
         health: Arc<Health>,
         breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             store,
             health,
             metrics,
@@ -53,7 +66,7 @@ impl AppState {
             )),
             idempotency: settings.idempotency,
             tasks: TaskTracker::new(),
-        }
+        }))
     }
 }
 

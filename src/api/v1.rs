@@ -9,7 +9,11 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// The v1 order routes, to be guarded and nested under `/api/v1`.
+/// Where the version's routes live.
+pub const PREFIX: &str = "/api/v1";
+
+/// The v1 order routes under [`PREFIX`], to be guarded. (Full paths, not a nest: a nested
+/// router costs every request a rewritten URI, an extension and one more boxed service.)
 pub fn routes() -> Router<AppState> {
     orders::router()
 }
@@ -18,7 +22,7 @@ pub fn routes() -> Router<AppState> {
 /// (describing API-key security only when `secured`, as the API is served).
 pub fn document(secured: bool) -> Router<AppState> {
     Router::new().route(
-        crate::api::openapi::DOCUMENT_NAME,
+        &format!("{PREFIX}{}", crate::api::openapi::DOCUMENT_NAME),
         crate::api::openapi::route(move || openapi::document(secured)),
     )
 }

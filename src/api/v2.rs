@@ -11,7 +11,11 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// The v2 order routes, to be guarded and nested under `/api/v2`.
+/// Where the version's routes live.
+pub const PREFIX: &str = "/api/v2";
+
+/// The v2 order routes under [`PREFIX`], to be guarded. (Full paths, not a nest: a nested
+/// router costs every request a rewritten URI, an extension and one more boxed service.)
 pub fn routes() -> Router<AppState> {
     orders::router()
 }
@@ -20,7 +24,7 @@ pub fn routes() -> Router<AppState> {
 /// (describing API-key security only when `secured`, as the API is served).
 pub fn document(secured: bool) -> Router<AppState> {
     Router::new().route(
-        crate::api::openapi::DOCUMENT_NAME,
+        &format!("{PREFIX}{}", crate::api::openapi::DOCUMENT_NAME),
         crate::api::openapi::route(move || openapi::document(secured)),
     )
 }

@@ -1,7 +1,7 @@
 //! v1 is deprecated: every `/api/v1` response, errors included, carries `Deprecation`
 //! (RFC 9745), `Sunset` (RFC 8594) and a `Link` to the successor version, so that clients
 //! and their gateways learn it from any call they already make. The headers are added by a
-//! layer on the v1 nest, outside its guards, so refusals (401, 403, 413, 429, 503, 504) and
+//! layer on the v1 routes, outside its guards, so refusals (401, 403, 413, 429, 503, 504) and
 //! panics turned into 500 announce it too.
 
 use std::convert::Infallible;

@@ -15,7 +15,7 @@ use axum::http::header::{HOST, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-use crate::context::{HTTP_TARGET, SpanId, TraceId};
+use crate::context::{HTTP_TARGET, SpanId, TraceId, encode_hex};
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
 
@@ -181,16 +181,9 @@ pub fn finish(trace: &mut Trace, res: &mut Response) {
 /// W3C `traceparent`: version 00, trace id, parent (this server span) id, flags; built on
 /// the stack.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for (i, b) in trace_id.0.iter().enumerate() {
-        out[3 + 2 * i] = HEX[usize::from(b >> 4)];
-        out[4 + 2 * i] = HEX[usize::from(b & 0xf)];
-    }
-    for (i, b) in span_id.0.iter().enumerate() {
-        out[36 + 2 * i] = HEX[usize::from(b >> 4)];
-        out[37 + 2 * i] = HEX[usize::from(b & 0xf)];
-    }
+    encode_hex(&trace_id.0, &mut out[3..35]);
+    encode_hex(&span_id.0, &mut out[36..52]);
     out[54] = if sampled { b'1' } else { b'0' };
     out
 }

@@ -13,6 +13,7 @@ use crate::api::openapi::{
     BadRequest, Conflict, IdempotencyKey, StatusChange, UnprocessableEntity,
 };
 use crate::api::status::{Expect, change_status, not_found, parse_id, parse_status_change};
+use crate::api::v1::PREFIX;
 use crate::api::v1::requests::{ListQueryV1, NewOrderV1};
 use crate::api::v1::wire::{ListV1, OrderV1};
 use crate::config::IdempotencySettings;
@@ -41,8 +42,11 @@ pub const TOTAL_CAP: u64 = MAX_OFFSET + MAX_LIMIT as u64 + 1;
 /// The v1 order routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/orders", get(list).post(create))
-        .route("/orders/{id}", get(fetch).patch(update_status))
+        .route(&format!("{PREFIX}/orders"), get(list).post(create))
+        .route(
+            &format!("{PREFIX}/orders/{{id}}"),
+            get(fetch).patch(update_status),
+        )
 }
 
 /// Parses a v1 create body, reporting every invalid field.

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::PREFIX;
 use super::requests::{IfMatch, IfNoneMatch, ListQueryV2, NewOrderV2};
 use super::wire::{
     OrderV2, PageV2, encode_cursor, parse_list_query, parse_new_order, position, query_string,
@@ -30,8 +31,11 @@ const COLLECTION: &str = "/api/v2/orders";
 /// The v2 order routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/orders", get(list).post(create))
-        .route("/orders/{id}", get(fetch).patch(update_status))
+        .route(&format!("{PREFIX}/orders"), get(list).post(create))
+        .route(
+            &format!("{PREFIX}/orders/{{id}}"),
+            get(fetch).patch(update_status),
+        )
 }
 
 /// Creates an order.
