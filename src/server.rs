@@ -379,10 +379,12 @@ fn background_run(job: &'static str, ok: bool, started: std::time::Instant) {
     metrics::histogram!(BACKGROUND_DURATION, "job" => job).record(started.elapsed().as_secs_f64());
 }
 
-/// Drains histogram samples into their buckets now and then, as the exporter requires when it
-/// does not run its own HTTP listener.
+/// Drains histogram samples into their buckets every second, as the exporter requires when it
+/// does not run its own HTTP listener. Until drained, every sample is kept (8 bytes each, for
+/// the request and the query histograms alike): at 40k requests a second, five seconds of them
+/// were 3 MiB of the peak RSS under load.
 async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         handle.run_upkeep();
