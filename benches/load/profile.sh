@@ -5,6 +5,8 @@
 #   bash benches/load/profile.sh off    # optional layers switched off
 #   bash benches/load/profile.sh otlp   # `on` plus trace export to otlp_sink.py on CPU 1
 #
+#   SCRIPT=mix bash benches/load/profile.sh otlp   # another wrk script of this directory
+#
 # Service on CPU 0, wrk on CPU 1, `perf record -e cpu-clock` (a software clock: works in VMs
 # without hardware counters) on the service for DURATION seconds; prints the top symbols by
 # self time. Output in OUT (default: a new temp directory).
@@ -12,6 +14,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MODE=${1:-on}
+SCRIPT=${SCRIPT:-get}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 PORT=${PORT:-18280}
@@ -58,7 +61,7 @@ done >"$LOAD_IDS"
 taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$LOAD_DIR/get.lua" "http://127.0.0.1:$PORT" >/dev/null
 perf record -q -e cpu-clock -F 2000 -p "$PID" -o "$OUT/perf.data" -- sleep "$DURATION" &
 PERF=$!
-taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$LOAD_DIR/get.lua" "http://127.0.0.1:$PORT" | grep '^RESULT'
+taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$LOAD_DIR/$SCRIPT.lua" "http://127.0.0.1:$PORT" | grep '^RESULT'
 wait $PERF
 perf report -i "$OUT/perf.data" --no-children --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
     grep -v "^#" | sed -E "s/ +(- +)*$//" | grep -v "^$" | head -60
