@@ -365,17 +365,17 @@ echo
 echo "Runs (peak RSS = VmHWM during the run; CPU = service utime+stime):"
 column -t -s $'\t' "$RESULTS"
 echo
-echo "Layer cost (on / off, same backend and scenario):"
+echo "Layer cost (same backend and scenario): 'on' / 'off', and trace export on / off ('otlp' / 'on'):"
 awk -F'\t' 'NR > 1 { rps[$1 FS $3 FS $2] = $4; p99[$1 FS $3 FS $2] = $6; cpu[$1 FS $3 FS $2] = $10; key[$1 FS $3] = 1 }
+    function ratio(a, b, t) { return (a in t) && (b in t) && t[b] > 0 ? sprintf("%.3f", t[a] / t[b]) : "-" }
     END {
-        printf "%-9s %-6s %12s %12s %12s %12s\n", "backend", "scen.", "rps on/off", "p99 on/off", "cpu/req on/off", "rps otlp/off"
+        printf "%-9s %-6s %12s %12s %14s %12s %12s\n", "backend", "scen.", "rps on/off", "p99 on/off", "cpu/req on/off", "rps otlp/on", "cpu otlp/on"
         for (k in key) {
             on = k FS "on"; off = k FS "off"; ot = k FS "otlp"
-            if (!(on in rps) || !(off in rps) || rps[off] == 0) continue
+            if (!(on in rps)) continue
             split(k, f, FS)
-            printf "%-9s %-6s %12.3f %12.3f %14.3f %12s\n", f[1], f[2], rps[on] / rps[off],
-                (p99[off] > 0 ? p99[on] / p99[off] : 0), (cpu[off] > 0 ? cpu[on] / cpu[off] : 0),
-                (ot in rps) ? sprintf("%.3f", rps[ot] / rps[off]) : "-"
+            printf "%-9s %-6s %12s %12s %14s %12s %12s\n", f[1], f[2], ratio(on, off, rps),
+                ratio(on, off, p99), ratio(on, off, cpu), ratio(ot, on, rps), ratio(ot, on, cpu)
         }
     }' FS='\t' "$RESULTS" | { read -r header; echo "$header"; sort; }
 if awk -F'\t' 'NR > 1 && $2 ~ /^no_/ { found = 1 } END { exit !found }' "$RESULTS"; then
