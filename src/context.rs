@@ -21,20 +21,11 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanId(pub [u8; 8]);
 
-/// Writes `bytes` as lower-case hex into `out`, which holds twice as many bytes.
-pub fn encode_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-}
-
 /// Ids are written on every log line of a request: as one string, not a write per byte.
 fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     let mut buf = [0u8; 32];
     let out = buf.get_mut(..2 * bytes.len()).ok_or(fmt::Error)?;
-    encode_hex(bytes, out);
+    hex::encode_to_slice(bytes, out).map_err(|_| fmt::Error)?;
     f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)
 }
 

@@ -15,7 +15,7 @@ use axum::http::header::{HOST, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-use crate::context::{HTTP_TARGET, SpanId, TraceId, encode_hex};
+use crate::context::{HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
 
@@ -41,20 +41,13 @@ struct Remote {
     sampled: bool,
 }
 
-fn hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    if hex.len() != 2 * N {
+/// Exactly `N` bytes of lower-case hex (W3C refuses upper case; the hex crate takes either).
+fn hex_bytes<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    if digits.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
-    Some(out)
+    hex::decode_to_slice(digits, &mut out).ok().map(|()| out)
 }
 
 /// The caller's span context, if it sent a valid W3C `traceparent`: `version-traceid-spanid-
@@ -182,8 +175,9 @@ pub fn finish(trace: &mut Trace, res: &mut Response) {
 /// the stack.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    encode_hex(&trace_id.0, &mut out[3..35]);
-    encode_hex(&span_id.0, &mut out[36..52]);
+    // The slices are exactly twice the ids' lengths, which is all encode_to_slice checks.
+    let _ = hex::encode_to_slice(trace_id.0, &mut out[3..35]);
+    let _ = hex::encode_to_slice(span_id.0, &mut out[36..52]);
     out[54] = if sampled { b'1' } else { b'0' };
     out
 }
