@@ -27,12 +27,21 @@ const FLAG_SAMPLED: u32 = 0x01;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
+/// `v` as a protobuf varint (at most 10 bytes), on the stack: the bytes and how many.
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let (mut out, mut n) = ([0u8; 10], 0);
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    buf.push(v as u8);
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    let (bytes, n) = varint_bytes(v);
+    buf.extend_from_slice(&bytes[..n]);
 }
 
 fn key(buf: &mut Vec<u8>, field: u32, wire: u32) {
@@ -60,9 +69,9 @@ fn nested(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         buf[at] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        buf.splice(at..=at, prefix);
+        // Widen the one-byte placeholder to the length's varint (no allocation).
+        let (prefix, n) = varint_bytes(len as u64);
+        buf.splice(at..=at, prefix[..n].iter().copied());
     }
 }
 
