@@ -1,8 +1,8 @@
 //! The exporter thread: workers append finished spans to a bounded buffer (a short lock, never
 //! a wait, and no wake-up per span); the thread takes the whole buffer every `export_interval`,
-//! or as soon as a batch of [`MAX_BATCH`] spans waits (or the whole buffer, if smaller), and
-//! sends it in batches of at most that many. What
-//! cannot be buffered or delivered is dropped and counted.
+//! and the whole batches in it as soon as a batch of [`MAX_BATCH`] spans waits (or the whole
+//! buffer, if smaller), and sends them in batches of at most that many. What cannot be buffered or delivered is dropped
+//! and counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -131,7 +131,7 @@ pub(super) fn start(connect: Connect, setup: Setup) -> Result<(Queue, Stopper), 
     let worker = Worker {
         shared: shared.clone(),
         taken: Vec::with_capacity(MAX_BATCH),
-        last_len: 0,
+        last_len: std::cell::Cell::new(0),
         setup,
     };
     let handle = std::thread::Builder::new()
@@ -150,7 +150,7 @@ struct Worker {
     shared: Arc<Shared>,
     /// The buffer taken from the workers, swapped back in empty next time.
     taken: Vec<SpanRecord>,
-    last_len: usize,
+    last_len: std::cell::Cell<usize>,
     setup: Setup,
 }
 
@@ -160,34 +160,44 @@ impl Worker {
         loop {
             let closing = self.shared.closing.load(Ordering::Acquire);
             let due = Instant::now() >= next;
-            let waiting = self.shared.spans().len();
-            if closing || due || waiting >= self.shared.batch {
-                std::mem::swap(&mut *self.shared.spans(), &mut self.taken);
-                let taken = std::mem::take(&mut self.taken);
-                for batch in taken.chunks(MAX_BATCH) {
-                    self.export(&mut *transport, batch);
+            {
+                let mut spans = self.shared.spans();
+                let len = spans.len();
+                // Woken by a full batch, take whole batches only: what is left of one waits for
+                // the next batch or the interval rather than going out as a request of its own.
+                let whole = if closing || due {
+                    len
+                } else {
+                    len - len % self.shared.batch
+                };
+                if whole == len {
+                    std::mem::swap(&mut *spans, &mut self.taken);
+                } else {
+                    self.taken.extend(spans.drain(..whole));
                 }
-                self.taken = taken;
-                self.taken.clear();
-                if due {
-                    next = Instant::now() + self.setup.interval;
-                }
+            }
+            for batch in self.taken.chunks(MAX_BATCH) {
+                self.export(&mut *transport, batch);
+            }
+            self.taken.clear();
+            if due {
+                next = Instant::now() + self.setup.interval;
             }
             if closing {
                 return;
             }
-            if self.shared.spans().len() < self.shared.batch {
-                // Woken early by a full batch or by stop; a spurious wake-up only loops.
-                std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
-            }
+            // A batch that filled meanwhile has already unparked this thread, so this returns at
+            // once; otherwise it sleeps until the interval or a full batch. A spurious wake-up
+            // only loops.
+            std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
         }
     }
 
-    fn export(&mut self, transport: &mut dyn Transport, batch: &[SpanRecord]) {
-        // The body is handed to the transport; the next one starts at its size.
-        let mut body = Vec::with_capacity(self.last_len);
+    fn export(&self, transport: &mut dyn Transport, batch: &[SpanRecord]) {
+        // The body is handed to the transport; the next one starts at the last one's size.
+        let mut body = Vec::with_capacity(self.last_len.get());
         encode::request(&mut body, &self.setup.resource, &self.setup.scope, batch);
-        self.last_len = body.len();
+        self.last_len.set(body.len());
         if let Err(e) = transport.send(body) {
             self.shared.warn.dropped(batch.len(), &e);
         }

@@ -231,19 +231,31 @@ fn spans_in(bodies: &[Vec<u8>]) -> Vec<usize> {
 
 #[test]
 fn full_batches_go_at_once_and_stopping_sends_the_rest() {
-    let recorder = Recorder::default();
-    let sent = recorder.clone();
+    /// Hands every body to the test as it is sent.
+    struct Notify(std::sync::mpsc::Sender<Vec<u8>>);
+    impl Transport for Notify {
+        fn send(&mut self, body: Vec<u8>) -> Result<(), String> {
+            self.0.send(body).map_err(|e| e.to_string())
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
     let (queue, stopper) = export::start(
-        Box::new(move || Ok(Box::new(sent) as Box<dyn Transport>)),
+        Box::new(move || Ok(Box::new(Notify(tx)) as Box<dyn Transport>)),
         setup(4 * export::MAX_BATCH),
     )
     .unwrap();
     for _ in 0..export::MAX_BATCH + 10 {
         queue.push(client(None));
     }
+    // The interval is an hour: only the full batch can make the first send, before any stop.
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a full batch is sent without waiting for the interval");
+    assert_eq!(spans_in(&[first]), vec![export::MAX_BATCH]);
+    assert!(rx.try_recv().is_err(), "the rest waits for the interval");
     assert!(stopper.stop(Duration::from_secs(10)), "the exporter stops");
-    let bodies = recorder.bodies.lock().unwrap();
-    assert_eq!(spans_in(&bodies), vec![export::MAX_BATCH, 10]);
+    let rest: Vec<Vec<u8>> = rx.try_iter().collect();
+    assert_eq!(spans_in(&rest), vec![10]);
 }
 
 /// Blocks every send until the gate opens.
@@ -297,7 +309,7 @@ fn a_full_queue_drops_spans_instead_of_waiting() {
 }
 
 #[test]
-fn a_transport_that_cannot_be_built_fails_each_batch_without_stopping() {
+fn a_transport_that_cannot_be_built_leaves_the_exporter_running_and_stoppable() {
     let (queue, stopper) =
         export::start(Box::new(|| Err("no client".to_owned())), setup(16)).unwrap();
     queue.push(client(None));
