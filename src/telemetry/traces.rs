@@ -111,20 +111,10 @@ pub fn start(cfg: &TelemetrySettings) -> Result<Option<Stopper>, String> {
         return Ok(None);
     }
     let transport = transport::build(cfg, url)?;
-    let resource: Vec<(String, String)> = [
-        ("service.name".to_owned(), cfg.service_name.clone()),
-        (
-            "service.version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
-    ]
-    .into_iter()
-    .chain(cfg.resource_attributes.iter().cloned())
-    .collect();
     let (queue, stopper) = export::start(
         transport,
         export::Setup {
-            resource: encode::resource(&resource),
+            resource: encode::resource(&resource(cfg)),
             scope: encode::scope("orders-api", env!("CARGO_PKG_VERSION")),
             interval: cfg.otlp.export_interval,
             queue_size: cfg.otlp.max_queue_size,
@@ -132,6 +122,28 @@ pub fn start(cfg: &TelemetrySettings) -> Result<Option<Stopper>, String> {
     )?;
     set_sampler(cfg.sampler, cfg.sampler_arg);
     Ok(QUEUE.set(queue).is_ok().then_some(stopper))
+}
+
+/// The resource attributes, each key once: `service.name` is `telemetry.service_name` (which
+/// takes precedence over one in `telemetry.resource_attributes`, as `OTEL_SERVICE_NAME` does
+/// over `OTEL_RESOURCE_ATTRIBUTES`); `service.version` is this build's unless the attributes
+/// name one.
+fn resource(cfg: &TelemetrySettings) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("service.name".to_owned(), cfg.service_name.clone()),
+        (
+            "service.version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+    ];
+    for (k, v) in &cfg.resource_attributes {
+        if k == "service.name" {
+            continue;
+        }
+        out.retain(|(have, _)| have != k);
+        out.push((k.clone(), v.clone()));
+    }
+    out
 }
 
 impl Stopper {

@@ -315,3 +315,31 @@ fn a_transport_that_cannot_be_built_leaves_the_exporter_running_and_stoppable() 
     queue.push(client(None));
     assert!(stopper.stop(Duration::from_secs(10)));
 }
+
+#[test]
+fn resource_keys_appear_once_and_the_service_name_setting_wins() {
+    let mut cfg = crate::config::Settings::load(&crate::config::LoadOptions {
+        config_file: None,
+        env: vec![
+            ("APP_CONFIG_DIR".into(), "/nonexistent".into()),
+            ("APP_AUTH__ENABLED".into(), "false".into()),
+        ],
+    })
+    .unwrap()
+    .telemetry;
+    cfg.service_name = "orders-eu".into();
+    cfg.resource_attributes = vec![
+        ("service.name".into(), "ignored".into()),
+        ("service.version".into(), "9.9.9".into()),
+        ("deployment.environment.name".into(), "prod".into()),
+    ];
+    assert_eq!(
+        resource(&cfg),
+        [
+            ("service.name", "orders-eu"),
+            ("service.version", "9.9.9"),
+            ("deployment.environment.name", "prod"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+}
