@@ -6,11 +6,9 @@
 //! - **Unbounded reads** (a count, an offset scan, the migration check) go to tokio's blocking
 //!   pool, so that they cannot stall a worker.
 //! - **Writes** go to the one writer thread ([`writer`]), which group-commits.
-//! - **WAL checkpoints** run on a thread of their own ([`checkpoint`]), not inside a commit.
 //!
 //! Timestamps are fixed-width RFC 3339 text (microseconds, `Z`), so text order is time order.
 
-mod checkpoint;
 mod idempotency;
 mod migrate;
 mod readers;

@@ -19,23 +19,6 @@ fn settings(dir: &std::path::Path, env: &[(&str, &str)]) -> DatabaseSettings {
     .database
 }
 
-/// Writes one idempotency record under `key`, with a body of `body` zero bytes: the smallest
-/// write these tests need.
-async fn put_record(store: &SqliteStore, key: i64, body: i64) -> Result<usize, StoreError> {
-    store
-        .writer()
-        .write(move |s| {
-            s.conn
-                .execute(
-                    "INSERT INTO idempotency_keys (scope, key, fingerprint, body, locked_until, \
-                     created_at, expires_at) VALUES ('s', ?1, 'f', zeroblob(?2), 'x', 'x', 'x')",
-                    [key, body],
-                )
-                .map_err(from_sqlite)
-        })
-        .await
-}
-
 #[tokio::test]
 async fn commits_are_fsynced_unless_configured_otherwise() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,9 +100,21 @@ async fn a_failing_write_in_a_batch_undoes_only_itself() {
     store.migrate().await.unwrap();
     let writes = (0..50).map(|i| {
         let store = store.clone();
-        // Every tenth write repeats the key before it: a primary-key clash.
-        let key = if i % 10 == 9 { i - 1 } else { i };
-        tokio::spawn(async move { put_record(&store, key, 0).await })
+        tokio::spawn(async move {
+            store
+                .writer()
+                .write(move |s| {
+                    s.conn
+                        .execute(
+                            "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, \
+                             created_at, expires_at) VALUES ('s', ?1, 'f', 'x', 'x', 'x')",
+                            // Every tenth write repeats the key before it: a primary-key clash.
+                            [if i % 10 == 9 { i - 1 } else { i }],
+                        )
+                        .map_err(from_sqlite)
+                })
+                .await
+        })
     });
     let mut failed = 0;
     for w in writes.collect::<Vec<_>>() {
@@ -204,7 +199,19 @@ async fn kept_snapshots_see_every_acknowledged_write_and_free_the_wal() {
             .unwrap()
     };
     for i in 0..200 {
-        put_record(&store, i, 0).await.unwrap();
+        store
+            .writer()
+            .write(move |s| {
+                s.conn
+                    .execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, \
+                         created_at, expires_at) VALUES ('s', ?1, 'f', 'x', 'x', 'x')",
+                        [i],
+                    )
+                    .map_err(from_sqlite)
+            })
+            .await
+            .unwrap();
         // Twice: the second read reuses the snapshot the first one took.
         assert_eq!(count(&store), i + 1);
         assert_eq!(count(&store), i + 1);
@@ -212,7 +219,19 @@ async fn kept_snapshots_see_every_acknowledged_write_and_free_the_wal() {
     // A snapshot taken, then writes and no read: the idle connection must not keep it.
     assert_eq!(count(&store), 200);
     for i in 200..300 {
-        put_record(&store, i, 0).await.unwrap();
+        store
+            .writer()
+            .write(move |s| {
+                s.conn
+                    .execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, \
+                         created_at, expires_at) VALUES ('s', ?1, 'f', 'x', 'x', 'x')",
+                        [i],
+                    )
+                    .map_err(from_sqlite)
+            })
+            .await
+            .unwrap();
     }
     // Every frame of the WAL can be checkpointed: no idle reader holds an old snapshot.
     let (busy, log, checkpointed): (i64, i64, i64) = store
@@ -228,64 +247,5 @@ async fn kept_snapshots_see_every_acknowledged_write_and_free_the_wal() {
         .unwrap();
     assert_eq!(busy, 0);
     assert_eq!(log, checkpointed, "an idle snapshot pinned the WAL");
-    store.close().await;
-}
-
-/// The write connection never checkpoints inside a commit: a thread of its own does, and when
-/// that thread cannot (here: stopped), the writer checkpoints between batches, so the WAL stays
-/// bounded either way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoints_leave_the_commit_and_keep_the_wal_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let vars = [("APP_DATABASE__SQLITE_SYNCHRONOUS", "normal")];
-    let store = SqliteStore::open(&settings(dir.path(), &vars)).unwrap();
-    store.migrate().await.unwrap();
-    // Each row is a page of its own or more (a 4 KiB body overflows).
-    let write = |store: &SqliteStore, i: i64| {
-        let store = store.clone();
-        async move { put_record(&store, i, 4096).await.unwrap() }
-    };
-    let wal_frames = |store: &SqliteStore| {
-        let store = store.clone();
-        async move {
-            store
-                .writer()
-                .alone(|s| {
-                    let auto: i64 = s
-                        .conn
-                        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-                        .map_err(from_sqlite)?;
-                    let frames: i64 = s
-                        .conn
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-                        .map_err(from_sqlite)?;
-                    Ok((auto, frames))
-                })
-                .await
-                .unwrap()
-        }
-    };
-    let cp = store.writer().checkpointer().expect("a file has a WAL");
-    for i in 0..i64::from(checkpoint::BACKGROUND) {
-        write(&store, i).await;
-    }
-    let (auto, _) = wal_frames(&store).await;
-    assert_eq!(auto, 0, "the write connection checkpoints by itself");
-    assert!(
-        cp.wait_done(1, std::time::Duration::from_secs(60)) >= 1,
-        "the checkpoint thread never ran"
-    );
-
-    // Without the thread, the writer keeps the WAL bounded itself.
-    cp.stop();
-    let start = i64::from(checkpoint::BACKGROUND);
-    for i in start..start + 2 * i64::from(checkpoint::INLINE) {
-        write(&store, i).await;
-    }
-    let (_, frames) = wal_frames(&store).await;
-    assert!(
-        frames < i64::from(checkpoint::INLINE) + 16,
-        "the WAL grew to {frames} frames"
-    );
     store.close().await;
 }

@@ -21,7 +21,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::checkpoint::Checkpointer;
 use super::readers::Readers;
 use super::{Connector, from_sqlite, timestamp_of};
 use crate::store::{StoreError, commit_time, sql};
@@ -133,9 +132,6 @@ enum Message {
 pub(super) struct Writer {
     queue: SyncSender<Message>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Checkpoints the WAL off the write path (none for an in-memory database, which has no
-    /// WAL).
-    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Writer {
@@ -147,22 +143,12 @@ impl Writer {
         readers: Arc<Readers>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
-        let checkpointer = (!connector.in_memory)
-            .then(|| Checkpointer::start(connector.clone()).map(Arc::new))
-            .transpose()?;
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn({
-                let link = Link {
-                    connector,
-                    checkpointer: checkpointer.clone(),
-                };
-                move || run(&link, &rx, &readers)
-            })?;
+            .spawn(move || run(&connector, &rx, &readers))?;
         Ok(Self {
             queue: tx,
             thread: std::sync::Mutex::new(Some(thread)),
-            checkpointer,
         })
     }
 
@@ -228,20 +214,11 @@ impl Writer {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.stop();
-        }
-    }
-
-    /// The checkpoint thread, if there is one.
-    #[cfg(test)]
-    pub fn checkpointer(&self) -> Option<&Checkpointer> {
-        self.checkpointer.as_deref()
     }
 }
 
 /// The thread: batches until `Stop`, or until every handle is gone.
-fn run(link: &Link, rx: &Receiver<Message>, readers: &Readers) {
+fn run(connector: &Connector, rx: &Receiver<Message>, readers: &Readers) {
     let mut conn: Option<Connection> = None;
     let mut clock = Clock::default();
     let mut next = None;
@@ -256,7 +233,7 @@ fn run(link: &Link, rx: &Receiver<Message>, readers: &Readers) {
         let mut batch = match first {
             Message::Stop => return,
             Message::Alone(job) => {
-                alone(link, &mut conn, &mut clock, job, readers);
+                alone(connector, &mut conn, &mut clock, job, readers);
                 continue;
             }
             Message::Batch(job) => vec![job],
@@ -281,34 +258,24 @@ fn run(link: &Link, rx: &Receiver<Message>, readers: &Readers) {
         }
         // Looked up per batch: the thread starts before the metrics recorder is installed.
         metrics::histogram!(crate::telemetry::metrics::DB_WRITE_BATCH).record(batch.len() as f64);
-        commit(link, &mut conn, &mut clock, batch, readers);
+        commit(connector, &mut conn, &mut clock, batch, readers);
     }
-}
-
-/// How the writer opens its connection, and who checkpoints for it.
-struct Link {
-    connector: Connector,
-    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// The write connection, opened if need be.
 fn connection<'c>(
-    link: &Link,
+    connector: &Connector,
     conn: &'c mut Option<Connection>,
 ) -> Result<&'c Connection, StoreError> {
     if conn.is_none() {
-        let opened = link.connector.open_writer()?;
-        if link.checkpointer.is_some() {
-            Checkpointer::watch(&opened);
-        }
-        *conn = Some(opened);
+        *conn = Some(connector.open_writer()?);
     }
     conn.as_ref().ok_or(StoreError::Closed)
 }
 
 /// Runs `batch` in one transaction and answers every job after the commit.
 fn commit(
-    link: &Link,
+    connector: &Connector,
     slot: &mut Option<Connection>,
     clock: &mut Clock,
     batch: Vec<Box<dyn Work>>,
@@ -318,7 +285,7 @@ fn commit(
     if batch.is_empty() {
         return;
     }
-    let conn = match connection(link, slot) {
+    let conn = match connection(connector, slot) {
         Ok(conn) => conn,
         Err(e) => return batch.into_iter().for_each(|j| j.answer(Some(&e))),
     };
@@ -344,10 +311,6 @@ fn commit(
     }
     for job in batch {
         job.answer(failed.as_ref());
-    }
-    // After the answers: a checkpoint the writer runs itself delays the next batch, not this one.
-    if let (Some(checkpointer), Some(conn)) = (&link.checkpointer, slot.as_ref()) {
-        checkpointer.after_commit(conn);
     }
 }
 
@@ -376,13 +339,13 @@ fn run_jobs(session: &mut Session<'_>, batch: &mut [Box<dyn Work>]) -> Result<()
 
 /// Runs a job that manages its own transactions, such as the migrations.
 fn alone(
-    link: &Link,
+    connector: &Connector,
     slot: &mut Option<Connection>,
     clock: &mut Clock,
     mut job: Box<dyn Work>,
     readers: &Readers,
 ) {
-    let conn = match connection(link, slot) {
+    let conn = match connection(connector, slot) {
         Ok(conn) => conn,
         Err(e) => return job.answer(Some(&e)),
     };
