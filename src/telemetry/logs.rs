@@ -23,6 +23,10 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+mod escape;
+
+use escape::quoted;
+
 /// Fields as JSON text: one buffer, and where each field's value lies in it. Recording a name
 /// again points it at the new value, keeping its place.
 #[derive(Debug, Default)]
@@ -88,46 +92,6 @@ impl Visit for JsonFields {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field.name(), |out| quoted(out, |w| write!(w, "{value:?}")));
-    }
-}
-
-/// A JSON string of whatever `write` writes, escaped as it goes.
-fn quoted(out: &mut Vec<u8>, write: impl FnOnce(&mut Escaped<'_>) -> fmt::Result) {
-    out.push(b'"');
-    // Writing into a Vec cannot fail; a Display impl that fails leaves what it wrote.
-    let _ = write(&mut Escaped(out));
-    out.push(b'"');
-}
-
-/// Escapes text for a JSON string (RFC 8259 section 7) into the buffer.
-struct Escaped<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for Escaped<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let out = &mut *self.0;
-        let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => b"",
-                _ => continue,
-            };
-            out.extend_from_slice(&s.as_bytes()[plain..i]);
-            if escape.is_empty() {
-                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-            } else {
-                out.extend_from_slice(escape);
-            }
-            plain = i + 1;
-        }
-        out.extend_from_slice(&s.as_bytes()[plain..]);
-        Ok(())
     }
 }
 
@@ -325,25 +289,6 @@ mod tests {
             !line.contains_key("http.route"),
             "dotted names are trace attributes"
         );
-    }
-
-    #[test]
-    fn escaping_matches_serde_json() {
-        for text in [
-            "plain",
-            "quote \" and \\",
-            "line\nbreak\ttab\r",
-            "\u{1}\u{1f}\u{8}\u{c}",
-            "é ☃ 🦀",
-            "",
-        ] {
-            let mut out = Vec::new();
-            quoted(&mut out, |w| w.write_str(text));
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                serde_json::to_string(text).unwrap()
-            );
-        }
     }
 
     struct WriteTo(Arc<Mutex<Vec<u8>>>);
