@@ -90,9 +90,10 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        // Every byte that needs escaping, and some that do not, at every place in and across
-        // the eight-byte words.
-        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '~', 'é', '🦀'] {
+        // Every ASCII character (those that need escaping and those that do not) and UTF-8
+        // sequences of two and four bytes, at every place in and across the eight-byte words.
+        let specials = (0..=0x7f_u8).map(char::from).chain(['é', '🦀']);
+        for special in specials {
             for at in 0..20 {
                 let mut text = "abcdefghijklmnopqrstuvwx".to_string();
                 text.insert(at, special);
