@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -50,7 +51,27 @@ pub struct RequestContext {
     pub trace_id: Option<TraceId>,
     /// The server span, when it is recorded for export: the parent of the request's
     /// database spans.
-    pub exported_span: Option<SpanId>,
+    pub exported_span: Option<Exported>,
+}
+
+/// The server span of a request recorded for export, as its children need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// The server span's id: the children's parent.
+    pub span_id: SpanId,
+    /// The caller's `tracestate`, which every span of the trace carries.
+    pub trace_state: Option<Arc<str>>,
+}
+
+/// Where a span of the current request's belongs: its trace, its parent and the trace state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// The request's trace.
+    pub trace_id: TraceId,
+    /// The request's server span.
+    pub span_id: SpanId,
+    /// The caller's `tracestate`, if it sent one.
+    pub trace_state: Option<Arc<str>>,
 }
 
 tokio::task_local! {
@@ -73,9 +94,16 @@ impl RequestContext {
 
     /// The trace and span that the current request's own spans are children of, if the
     /// request is recorded for export.
-    pub fn exported_parent() -> Option<(TraceId, SpanId)> {
+    pub fn exported_parent() -> Option<Parent> {
         CURRENT
-            .try_with(|c| Some((c.trace_id?, c.exported_span?)))
+            .try_with(|c| {
+                let exported = c.exported_span.as_ref()?;
+                Some(Parent {
+                    trace_id: c.trace_id?,
+                    span_id: exported.span_id,
+                    trace_state: exported.trace_state.clone(),
+                })
+            })
             .ok()
             .flatten()
     }
@@ -99,7 +127,10 @@ mod tests {
         let ctx = RequestContext {
             request_id: HeaderValue::from_static("req-1"),
             trace_id: Some(TraceId([0xab; 16])),
-            exported_span: Some(SpanId([7; 8])),
+            exported_span: Some(Exported {
+                span_id: SpanId([7; 8]),
+                trace_state: Some("vendor=abc".into()),
+            }),
         };
         let (id, trace, parent) = ctx
             .scope(async {
@@ -112,7 +143,14 @@ mod tests {
             .await;
         assert_eq!(id.as_deref(), Some("req-1"));
         assert_eq!(trace, Some("ab".repeat(16)));
-        assert_eq!(parent, Some((TraceId([0xab; 16]), SpanId([7; 8]))));
+        assert_eq!(
+            parent,
+            Some(Parent {
+                trace_id: TraceId([0xab; 16]),
+                span_id: SpanId([7; 8]),
+                trace_state: Some("vendor=abc".into()),
+            })
+        );
         assert_eq!(RequestContext::exported_parent(), None);
         assert_eq!(
             SpanId([1, 2, 3, 4, 5, 6, 7, 0xff]).to_string(),

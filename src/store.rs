@@ -219,20 +219,20 @@ impl Store {
     ) -> Result<T, StoreError> {
         // The client span is for trace export only (no log line reads it): it is recorded only
         // inside a request that is itself recorded for export.
-        let parent = crate::context::RequestContext::exported_parent()
-            .map(|(trace_id, span_id)| (trace_id, span_id, SystemTime::now()));
+        let parent =
+            crate::context::RequestContext::exported_parent().map(|p| (p, SystemTime::now()));
         let start = Instant::now();
         reach::Reach::started();
         let result = fut.await;
         reach::Reach::finished(&result);
         record(&result, op, start);
-        if let Some((trace_id, parent, started)) = parent {
+        if let Some((parent, started)) = parent {
             traces::submit(SpanRecord {
-                trace_id,
+                trace_id: parent.trace_id,
                 span_id: traces::new_span_id(),
-                parent: Some(parent),
+                parent: Some(parent.span_id),
                 remote_parent: false,
-                trace_state: None,
+                trace_state: parent.trace_state,
                 start: started,
                 end: SystemTime::now(),
                 detail: Detail::Client(ClientSpan {

@@ -8,6 +8,7 @@
 //! and export off cost only the ids.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
@@ -15,7 +16,7 @@ use axum::http::header::{HOST, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-use crate::context::{HTTP_TARGET, SpanId, TraceId};
+use crate::context::{Exported, HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
 
@@ -103,8 +104,11 @@ pub fn start(req: &Request, route: &str, request_id: &HeaderValue) -> Trace {
 
 impl Trace {
     /// The span database calls are children of, when this request is recorded for export.
-    pub fn exported_span(&self) -> Option<SpanId> {
-        self.record.as_ref().map(|_| self.span_id)
+    pub fn exported_span(&self) -> Option<Exported> {
+        self.record.as_ref().map(|r| Exported {
+            span_id: self.span_id,
+            trace_state: r.trace_state.clone(),
+        })
     }
 }
 
@@ -129,7 +133,7 @@ fn record(
         .and_then(|_| req.headers().get("tracestate"))
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 512)
-        .map(str::to_owned);
+        .map(Arc::from);
     let now = SystemTime::now();
     SpanRecord {
         trace_id,

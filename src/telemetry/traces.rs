@@ -36,8 +36,9 @@ pub struct SpanRecord {
     pub parent: Option<SpanId>,
     /// Whether the parent is the caller's (from `traceparent`) rather than this process's.
     pub remote_parent: bool,
-    /// The caller's W3C `tracestate`, kept as sent.
-    pub trace_state: Option<String>,
+    /// The caller's W3C `tracestate`, kept as sent, on the server span and each of its
+    /// database children alike (one allocation per request, shared).
+    pub trace_state: Option<Arc<str>>,
     /// When it started.
     pub start: SystemTime,
     /// When it ended.

@@ -394,6 +394,7 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
     let created = http
         .post(format!("http://{}/api/v1/orders", app.api))
         .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .header("tracestate", "vendor=abc,other=1")
         .header("user-agent", "trace-test/1")
         .json(&crate::support::helpers::order_body("traced"))
         .send()
@@ -449,6 +450,7 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
         PARENT,
         "child of the caller's span"
     );
+    assert_eq!(post.trace_state, "vendor=abc,other=1");
     assert_eq!(str_attr(&post.attributes, "http.request.method"), "POST");
     assert_eq!(str_attr(&post.attributes, "http.route"), "/api/v1/orders");
     assert_eq!(str_attr(&post.attributes, "url.path"), "/api/v1/orders");
@@ -480,6 +482,10 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
     );
     for s in &db {
         assert_eq!(s.trace_id, post.trace_id);
+        assert_eq!(
+            s.trace_state, post.trace_state,
+            "the trace state, as on its parent"
+        );
         assert_eq!(str_attr(&s.attributes, "db.system.name"), "sqlite");
     }
 
