@@ -668,3 +668,84 @@ fn the_pods_trust_forwarded_addresses_only_from_a_narrow_ingress_range() {
         "the placeholder says what to put there"
     );
 }
+
+/// The egress rules of `policy` that admit TCP or UDP `port`, by `protocol`.
+fn egress_for<'a>(policy: &'a Value, port: u64, protocol: &str) -> Vec<&'a Value> {
+    policy["spec"]["egress"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|rule| {
+            rule["ports"].as_array().is_some_and(|ports| {
+                ports
+                    .iter()
+                    .any(|p| p["port"].as_u64() == Some(port) && p["protocol"] == protocol)
+            })
+        })
+        .collect()
+}
+
+/// `host:port` of a URL such as `scheme://user:pass@host:port/path`.
+fn host_port(url: &str) -> (String, u64) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = authority
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{url}: no port"));
+    (host.to_owned(), port.parse().unwrap())
+}
+
+#[test]
+fn egress_admits_what_the_pods_call_and_nothing_else() {
+    let policy = manifest("networkpolicy.yaml");
+    let types = policy["spec"]["policyTypes"].as_array().unwrap();
+    assert!(
+        types.contains(&Value::from("Egress")),
+        "the base policy must isolate egress: {types:?}"
+    );
+    // DNS, to the cluster's resolver only, over UDP and TCP.
+    for protocol in ["UDP", "TCP"] {
+        let dns = egress_for(&policy, 53, protocol);
+        assert_eq!(dns.len(), 1, "DNS over {protocol}");
+        assert_eq!(
+            dns[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+            "kube-dns"
+        );
+    }
+    // PostgreSQL at the port the Secret's URL names.
+    let secret: Value = {
+        let text = std::fs::read_to_string(k8s("secret.example.yaml")).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    };
+    let (_, db_port) = host_port(secret["stringData"]["DATABASE_URL"].as_str().unwrap());
+    assert_eq!(egress_for(&policy, db_port, "TCP").len(), 1, "PostgreSQL");
+    // OTLP to the namespace and port of the Deployment's endpoint.
+    let endpoint = container_env(&stand_ins())
+        .into_iter()
+        .find(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|(_, v)| v)
+        .expect("OTEL_EXPORTER_OTLP_ENDPOINT in the Deployment");
+    let (host, otlp_port) = host_port(&endpoint);
+    let namespace = host.split('.').nth(1).expect("a service.namespace host");
+    let otlp = egress_for(&policy, otlp_port, "TCP");
+    assert_eq!(otlp.len(), 1, "OTLP at {endpoint}");
+    assert_eq!(
+        otlp[0]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        namespace
+    );
+    // Nothing else: every rule is one of those.
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3, "DNS, PostgreSQL and OTLP only: {rules:?}");
+
+    // The Redis component adds Redis, and only Redis, to it.
+    let redis = manifest("components/redis-rate-limit/networkpolicy-egress.yaml");
+    assert_eq!(redis["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        redis["spec"]["podSelector"], policy["spec"]["podSelector"],
+        "both policies select the same pods, so their rules add up"
+    );
+    assert_eq!(egress_for(&redis, 6379, "TCP").len(), 1);
+    assert_eq!(redis["spec"]["egress"].as_array().unwrap().len(), 1);
+}
