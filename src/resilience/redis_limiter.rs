@@ -20,6 +20,8 @@
 //!   outage costs a request at most one timeout, and only around the breaker's opening and
 //!   each trial. The switch to the fallback and back is logged once each way, and shown by
 //!   `rate_limit_fallback_active`.
+//! - **Buckets must not be evicted.** An evicted bucket is a full one, so a Redis with a memory
+//!   limit and an evicting policy is reported (`rate_limit_redis_may_evict`, and a warning).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +37,7 @@ use super::client_ip::ClientKey;
 use super::limiter::{Decision, Limiter, Rule};
 use crate::config::{Fallback, LimiterConfig, RedisSettings};
 
+mod eviction;
 mod observe;
 mod script;
 
@@ -149,6 +152,12 @@ impl RedisLimiter {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(batches(conn, connect.clone(), rx, script.clone()));
             queues.push(tx);
+        }
+        let conn = connect
+            .open()
+            .map_err(|e| format!("rate_limit.redis: {e}"))?;
+        if let Some(alive) = queues.first().map(mpsc::Sender::downgrade) {
+            tokio::spawn(eviction::watch(conn, connect.patience, alive));
         }
         Ok(Self {
             queues,

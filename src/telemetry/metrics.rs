@@ -71,6 +71,8 @@ pub const RATE_LIMIT_REDIS_ERRORS: &str = "rate_limit_redis_errors_total";
 pub const RATE_LIMIT_BACKEND_DECISIONS: &str = "rate_limit_backend_decisions_total";
 /// 1 while the Redis breaker is not closed (the fallback decides), else 0.
 pub const RATE_LIMIT_FALLBACK_ACTIVE: &str = "rate_limit_fallback_active";
+/// 1 when the Redis in use has a memory limit and a policy that may evict buckets, else 0.
+pub const RATE_LIMIT_REDIS_MAY_EVICT: &str = "rate_limit_redis_may_evict";
 /// Configuration reloads by `result` (`success`, `failure`).
 pub const CONFIG_RELOADS: &str = "config_reloads_total";
 /// When the configuration was last loaded successfully (at start or by a reload).
@@ -227,6 +229,10 @@ fn describe() {
     describe_gauge!(
         RATE_LIMIT_FALLBACK_ACTIVE,
         "1 while Redis rate limiting is replaced by its fallback"
+    );
+    describe_gauge!(
+        RATE_LIMIT_REDIS_MAY_EVICT,
+        "1 if Redis has a maxmemory and a maxmemory-policy other than noeviction"
     );
     describe_gauge!(
         BREAKER_STATE,

@@ -14,7 +14,7 @@ use orders_api::resilience::client_ip::ClientKey;
 use orders_api::resilience::limiter::Limiter;
 use orders_api::resilience::redis_limiter::{Request, SCRIPT, script_args};
 
-use crate::support::binary::{Running, eventually, get_status, http, start};
+use crate::support::binary::{Running, eventually, get_status, http, start, wait_line};
 use crate::support::helpers::{metric, redis_url};
 
 fn prefix() -> String {
@@ -855,4 +855,77 @@ async fn memory_returns_to_its_baseline_after_200k_clients_once_buckets_refill()
         after <= baseline + 256 * 1024,
         "used_memory {baseline} -> peak {peak} -> {after} after expiry"
     );
+}
+
+/// Sets a Redis setting for the test's length and puts the old value back after, whatever
+/// the test's outcome.
+struct ConfigOverride {
+    conn: redis::Connection,
+    old: Vec<(String, String)>,
+}
+
+impl ConfigOverride {
+    fn set(url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut conn = redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("connect to TEST_REDIS_URL");
+        let mut old = Vec::new();
+        for (name, value) in settings {
+            let (_, was): (String, String) = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query(&mut conn)
+                .expect("CONFIG GET");
+            old.push(((*name).to_owned(), was));
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut conn)
+                .expect("CONFIG SET");
+        }
+        Self { conn, old }
+    }
+}
+
+impl Drop for ConfigOverride {
+    fn drop(&mut self) {
+        for (name, value) in self.old.iter().rev() {
+            let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut self.conn);
+        }
+    }
+}
+
+#[test]
+fn a_redis_that_may_evict_buckets_is_reported_and_one_that_cannot_is_not() {
+    let Some(url) = redis_url() else { return };
+    // A memory limit far above what the tests use (so nothing is evicted meanwhile), with an
+    // evicting policy: what a Redis left on a cache's defaults looks like.
+    let evicting = ConfigOverride::set(
+        &url,
+        &[("maxmemory", "4gb"), ("maxmemory-policy", "volatile-lru")],
+    );
+    let mut app = instance(&url, &prefix(), &[]);
+    let warning = wait_line(&app.lines, |l| {
+        l["level"] == "WARN" && l["maxmemory_policy"] == "volatile-lru"
+    });
+    assert_eq!(warning["maxmemory"], 4u64 << 30, "{warning}");
+    eventually("the gauge says it", || {
+        scrape(app.ops).contains("rate_limit_redis_may_evict 1")
+    });
+    assert_eq!(app.terminate(), Some(0));
+
+    // The same limit under noeviction: a full Redis fails calls, it drops nothing.
+    let _never = ConfigOverride::set(&url, &[("maxmemory-policy", "noeviction")]);
+    let app = instance(&url, &prefix(), &[]);
+    eventually("the gauge says it cannot", || {
+        scrape(app.ops).contains("rate_limit_redis_may_evict 0")
+    });
+    drop(app);
+    drop(_never);
+    drop(evicting);
 }
