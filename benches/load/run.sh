@@ -42,8 +42,9 @@
 #   4. prints, per run: throughput, p50, p99, errors (non-2xx counted in wrk's response()
 #      hook, plus socket errors), the service's peak RSS during the run (VmHWM, reset through
 #      /proc/<pid>/clear_refs before each run) and its CPU time (utime+stime from
-#      /proc/<pid>/stat, before/after); idle RSS (VmRSS after ready, before seeding); and the
-#      layer-cost table: on/off throughput and p99 per scenario.
+#      /proc/<pid>/stat, before/after); on SQLite, the mean group-commit size during the run
+#      (db_write_batch_size from /metrics, before/after); idle RSS (VmRSS after ready, before
+#      seeding); and the layer-cost table: on/off throughput and p99 per scenario.
 #
 # Every process it starts is stopped on exit (trap). Output and service logs (stdout, one JSON
 # line per request) go to OUT (default: a new temp directory, kept and printed at the end).
@@ -256,7 +257,14 @@ seed() { # cfg
 
 FAILED_RUNS=()
 RESULTS="$OUT/results.tsv"
-printf 'backend\tconfig\tscenario\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_mib\tcpu_s\tcpu_us_per_req\n' >"$RESULTS"
+printf 'backend\tconfig\tscenario\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_mib\tcpu_s\tcpu_us_per_req\twrite_batch\n' >"$RESULTS"
+
+# The sum and count of db_write_batch_size (SQLite's group commits), "0 0" without any.
+batches() { # ops_port
+    curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" | awk '
+        $1 == "db_write_batch_size_sum" { s = $2 } $1 == "db_write_batch_size_count" { c = $2 }
+        END { printf "%s %s\n", s + 0, c + 0 }' || echo "0 0"
+}
 
 measure() { # backend cfg scenario
     local backend=$1 cfg=$2 scenario=$3
@@ -264,11 +272,13 @@ measure() { # backend cfg scenario
     export LOAD_IDS="$OUT/ids-$cfg.txt"
     taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$LOAD_DIR/$scenario.lua" "$url" >/dev/null
     echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
-    local t0 t1 out r
+    local t0 t1 out r b0 b1
+    b0=$(batches "${OPS_PORT[$cfg]}")
     t0=$(cpu_ticks "$pid")
     out=$(taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s \
         -s "$LOAD_DIR/$scenario.lua" "$url")
     t1=$(cpu_ticks "$pid")
+    b1=$(batches "${OPS_PORT[$cfg]}")
     printf '%s\n' "$out" >"$OUT/wrk-$backend-$cfg-$scenario.txt"
     r=$(grep '^RESULT' <<<"$out")
     # A run with any non-2xx answer or socket error measured something else than it claims
@@ -280,12 +290,14 @@ measure() { # backend cfg scenario
         FAILED_RUNS+=("$backend/$cfg/$scenario: $bad non-2xx answers or socket errors")
     fi
     awk -v r="$r" -v b="$backend" -v c="$cfg" -v s="$scenario" -v hwm="$(status_kib "$pid" VmHWM)" \
-        -v cpu="$((t1 - t0))" -v tck="$CLK_TCK" 'BEGIN {
+        -v cpu="$((t1 - t0))" -v tck="$CLK_TCK" -v b0="$b0" -v b1="$b1" 'BEGIN {
             n = split(r, kv, /[ =]/); for (i = 2; i < n; i += 2) v[kv[i]] = kv[i + 1]
             cs = cpu / tck
-            printf "%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t%.1f\n", b, c, s, v["rps"],
+            split(b0, x, " "); split(b1, y, " ")
+            wb = (y[2] > x[2]) ? sprintf("%.1f", (y[1] - x[1]) / (y[2] - x[2])) : "-"
+            printf "%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t%.1f\t%s\n", b, c, s, v["rps"],
                 v["p50_us"] / 1000, v["p99_us"] / 1000, v["non2xx"] + v["socket_errors"],
-                hwm / 1024, cs, (v["requests"] > 0 ? cs * 1e6 / v["requests"] : 0)
+                hwm / 1024, cs, (v["requests"] > 0 ? cs * 1e6 / v["requests"] : 0), wb
         }' | tee -a "$RESULTS" >&2
 }
 
@@ -362,7 +374,7 @@ echo
 echo "Idle RSS (VmRSS after ready, before seeding):"
 for k in "${!IDLE_RSS[@]}"; do echo "  $k $(mib "${IDLE_RSS[$k]}") MiB"; done | sort
 echo
-echo "Runs (peak RSS = VmHWM during the run; CPU = service utime+stime):"
+echo "Runs (peak RSS = VmHWM during the run; CPU = service utime+stime; write_batch = mean writes per SQLite commit):"
 column -t -s $'\t' "$RESULTS"
 echo
 echo "Layer cost (same backend and scenario): 'on' / 'off', and trace export on / off ('otlp' / 'on'):"
