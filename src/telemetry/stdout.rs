@@ -1,12 +1,18 @@
-//! Log lines to stdout in batches. Writing each line with its own `write(2)` under stdout's
-//! lock costs a system call per request (the access line); here lines are appended to a
-//! buffer that is written out when it passes [`BATCH`] bytes, and by a flusher thread every
-//! [`PERIOD`], so a line reaches the collector at most that late. [`flush`] empties it at
-//! exit. Nothing is dropped: when stdout blocks, the writer that filled the batch waits, as
-//! it would with a plain `println!`.
+//! Log lines to stdout in batches, written by a thread of their own. Writing each line with
+//! its own `write(2)` under stdout's lock costs a system call per request (the access line);
+//! here lines are appended to a buffer, and a buffer past [`BATCH`] bytes is queued for the
+//! writer thread, which also writes a partial buffer every [`PERIOD`], so a line reaches the
+//! collector at most that late. [`flush`] empties everything at exit.
+//!
+//! A worker never makes the `write(2)` itself: when stdout stalls (a slow log collector on the
+//! pipe, or a file on a disk busy with the database's fsyncs, where a write can wait for the
+//! filesystem's journal commit), the requests on that worker would stall with it. Nothing is
+//! dropped either: past [`MAX_QUEUED`] full buffers (1 MiB) a worker that fills another waits
+//! for the writer, as it would with a plain `println!`.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -15,58 +21,153 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const BATCH: usize = 32 * 1024;
 /// Longest a line waits in the buffer.
 pub const PERIOD: Duration = Duration::from_millis(50);
+/// Full buffers waiting for the writer thread, at most.
+pub const MAX_QUEUED: usize = 32;
+/// Written buffers kept for reuse.
+const SPARE: usize = 4;
 
-struct Shared {
-    pending: Mutex<Vec<u8>>,
-    /// Held across take-and-write, so batches reach stdout in the order they were filled.
-    out: Mutex<io::Stdout>,
+struct State {
+    /// The buffer being filled.
+    pending: Vec<u8>,
+    /// Full buffers, oldest first.
+    queued: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    /// Whether a writer thread drains `queued`; without one, the filler writes.
+    threaded: bool,
 }
 
-static SHARED: OnceLock<Shared> = OnceLock::new();
+/// The buffers and the output behind them.
+struct Shared {
+    state: Mutex<State>,
+    /// A buffer was queued.
+    queued: Condvar,
+    /// The queue has room again.
+    room: Condvar,
+    /// Held across take-and-write (and always taken before `state`), so batches reach the
+    /// output in the order they were filled.
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                pending: Vec::with_capacity(BATCH),
+                queued: VecDeque::new(),
+                spare: Vec::new(),
+                threaded: false,
+            }),
+            queued: Condvar::new(),
+            room: Condvar::new(),
+            out: Mutex::new(out),
+        }
+    }
+
+    /// Starts the writer thread; if it cannot start, fillers write their own batches.
+    fn start(self: &Arc<Self>) {
+        let shared = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || shared.run())
+            .is_ok();
+        lock(&self.state).threaded = started;
+    }
+
+    /// The writer thread: writes each queued buffer as it comes, and a partial one every
+    /// [`PERIOD`] without a full one.
+    fn run(&self) {
+        loop {
+            let state = lock(&self.state);
+            let (state, wait) = self
+                .queued
+                .wait_timeout_while(state, PERIOD, |s| s.queued.is_empty())
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(state);
+            self.write_out(wait.timed_out());
+        }
+    }
+
+    /// Appends one formatted event, and queues the buffer once it is full.
+    fn append(&self, data: &[u8]) {
+        let mut state = lock(&self.state);
+        while state.threaded && state.queued.len() >= MAX_QUEUED {
+            state = self
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.pending.extend_from_slice(data);
+        if state.pending.len() < BATCH {
+            return;
+        }
+        let fresh = state
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        let full = std::mem::replace(&mut state.pending, fresh);
+        state.queued.push_back(full);
+        if state.threaded {
+            self.queued.notify_one();
+        } else {
+            drop(state);
+            self.write_out(false);
+        }
+    }
+
+    /// Writes the queued buffers, oldest first, and the partial one too when `partial` (or
+    /// when nothing is queued).
+    fn write_out(&self, partial: bool) {
+        let mut out = lock(&self.out);
+        let mut state = lock(&self.state);
+        let mut batches: Vec<Vec<u8>> = state.queued.drain(..).collect();
+        if (partial || batches.is_empty()) && !state.pending.is_empty() {
+            let fresh = state
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BATCH));
+            batches.push(std::mem::replace(&mut state.pending, fresh));
+        }
+        self.room.notify_all();
+        drop(state);
+        if batches.is_empty() {
+            return;
+        }
+        for batch in &batches {
+            // The output gone (a closed pipe): nothing useful to do with a log writer's error.
+            let _ = out.write_all(batch);
+        }
+        let _ = out.flush();
+        drop(out);
+        let mut state = lock(&self.state);
+        for mut batch in batches {
+            if state.spare.len() >= SPARE {
+                break;
+            }
+            batch.clear();
+            state.spare.push(batch);
+        }
+    }
+}
+
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
 fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
-        // The flusher runs for the life of the process; if it cannot start, lines still leave
-        // when a batch fills and at exit.
-        let _ = std::thread::Builder::new()
-            .name("log-flush".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(PERIOD);
-                    flush();
-                }
-            });
-        Shared {
-            pending: Mutex::new(Vec::with_capacity(BATCH)),
-            out: Mutex::new(io::stdout()),
-        }
+        let shared = Arc::new(Shared::new(Box::new(io::stdout())));
+        shared.start();
+        shared
     })
 }
 
-/// Writes out whatever is buffered.
+/// Writes out whatever is buffered or queued.
 pub fn flush() {
-    let Some(s) = SHARED.get() else { return };
-    write_out(s);
-}
-
-/// Takes the pending bytes and writes them, holding the output lock throughout (always taken
-/// before the buffer's) so batches keep their order.
-fn write_out(s: &Shared) {
-    let mut out = s
-        .out
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut pending = s
-        .pending
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if pending.is_empty() {
-        return;
+    if let Some(s) = SHARED.get() {
+        s.write_out(true);
     }
-    let batch = std::mem::replace(&mut *pending, Vec::with_capacity(BATCH));
-    drop(pending);
-    // stdout gone (closed pipe): nothing useful to do with the error from a log writer.
-    let _ = out.write_all(&batch).and_then(|()| out.flush());
 }
 
 /// The `MakeWriter` for the JSON log layer.
@@ -86,21 +187,146 @@ pub struct LineWriter(&'static Shared);
 
 impl Write for LineWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut pending = self
-            .0
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.extend_from_slice(data);
-        if pending.len() >= BATCH {
-            // Release the buffer lock first: the output lock is always taken before it.
-            drop(pending);
-            write_out(self.0);
-        }
+        self.0.append(data);
         Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// An output that can be held shut, and shows what reached it.
+    #[derive(Clone, Default)]
+    struct Sink {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<Mutex<usize>>,
+        shut: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let (shut, open) = &*self.shut;
+            let mut held = lock(shut);
+            while *held {
+                held = open.wait(held).unwrap();
+            }
+            lock(&self.bytes).extend_from_slice(data);
+            *lock(&self.writes) += 1;
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn hold(&self, shut: bool) {
+            *lock(&self.shut.0) = shut;
+            self.shut.1.notify_all();
+        }
+    }
+
+    fn line(thread: usize, n: usize) -> Vec<u8> {
+        // About 300 bytes, like an access line: a batch holds about a hundred.
+        format!(
+            "{{\"t\":{thread},\"n\":{n},\"pad\":\"{}\"}}\n",
+            "x".repeat(260)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn lines_from_many_threads_arrive_whole_once_and_in_each_threads_order() {
+        let sink = Sink::default();
+        let shared = Arc::new(Shared::new(Box::new(sink.clone())));
+        shared.start();
+        let per_thread = 5_000;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let shared = &shared;
+                s.spawn(move || {
+                    for n in 0..per_thread {
+                        shared.append(&line(t, n));
+                    }
+                });
+            }
+        });
+        shared.write_out(true);
+        let bytes = lock(&sink.bytes).clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let mut next = [0usize; 4];
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let t = usize::try_from(v["t"].as_u64().unwrap()).unwrap();
+            let n = usize::try_from(v["n"].as_u64().unwrap()).unwrap();
+            assert_eq!(n, next[t], "thread {t}");
+            next[t] += 1;
+        }
+        assert_eq!(next, [per_thread; 4]);
+        // Batched: far fewer writes than lines.
+        assert!(*lock(&sink.writes) < 4 * per_thread / 20);
+    }
+
+    #[test]
+    fn a_stalled_output_holds_no_filler_until_the_queue_is_full_and_loses_nothing() {
+        let sink = Sink::default();
+        sink.hold(true);
+        let shared = Arc::new(Shared::new(Box::new(sink.clone())));
+        shared.start();
+        // While the output is shut, a filler queues full buffers without waiting, up to the
+        // bound (the writer thread sits in its write with what it took before).
+        let per_batch = BATCH / line(0, 0).len() + 1;
+        let first = MAX_QUEUED * per_batch;
+        for n in 0..first {
+            shared.append(&line(0, n));
+        }
+        assert!(lock(&sink.bytes).is_empty(), "nothing passes a shut output");
+        // More than the bound again: the filler reaches it and waits there, since only the
+        // writer makes room and the writer waits for the output.
+        let total = first + (MAX_QUEUED + 2) * per_batch;
+        let done = Arc::new(AtomicBool::new(false));
+        let filler = {
+            let (shared, done) = (Arc::clone(&shared), Arc::clone(&done));
+            std::thread::spawn(move || {
+                for n in first..total {
+                    shared.append(&line(0, n));
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let reached_the_bound = loop {
+            if done.load(Ordering::SeqCst) {
+                break false;
+            }
+            if lock(&shared.state).queued.len() >= MAX_QUEUED {
+                break true;
+            }
+            std::thread::yield_now();
+        };
+        assert!(reached_the_bound, "the filler went past the bound");
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the filler should wait at the bound"
+        );
+        sink.hold(false);
+        filler.join().unwrap();
+        shared.write_out(true);
+        let text = String::from_utf8(lock(&sink.bytes).clone()).unwrap();
+        let ns: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                usize::try_from(v["n"].as_u64().unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(ns, (0..total).collect::<Vec<_>>(), "every line, in order");
     }
 }
