@@ -126,9 +126,22 @@ pub struct Principal {
     pub scopes: Scopes,
 }
 
-/// Which configured key a request presented, by position: a `Copy` rate-limit key.
+/// Which configured key a request presented: a `Copy` rate-limit key, the first 8 bytes of
+/// the SHA-256 of the key's id. Not its position in the configuration, which a reload (a key
+/// added before it, or a reordered file) or a replica with another file would give to another
+/// key, handing it this key's buckets; the id stays with the key, the secret is not in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyIndex(pub u32);
+pub struct KeyTag(pub u64);
+
+impl KeyTag {
+    /// The tag of the key configured with `id`.
+    pub fn of(id: &str) -> Self {
+        let digest = keys::hash(id);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Self(u64::from_be_bytes(first))
+    }
+}
 
 /// The credentials a request carries in its `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use super::{KeyIndex, Principal, Scope, Scopes};
+use super::{KeyTag, Principal, Scope, Scopes};
 
 /// One configured key: an id to log, the hash of the key, and its scopes.
 #[derive(Clone, PartialEq, Eq)]
@@ -118,18 +118,21 @@ pub fn hash(token: &str) -> [u8; 32] {
 #[derive(Debug)]
 pub struct KeyStore {
     keys: Vec<ApiKey>,
+    /// Each key's rate-limit tag, by position.
+    tags: Vec<KeyTag>,
 }
 
 impl KeyStore {
     /// A store of `keys` (validated by the configuration: unique ids, real hashes).
     pub fn new(keys: Vec<ApiKey>) -> Self {
-        Self { keys }
+        let tags = keys.iter().map(|k| KeyTag::of(&k.id)).collect();
+        Self { keys, tags }
     }
 
-    /// The key whose hash matches `token`, with its position. Every configured hash is
-    /// compared, in constant time and without stopping at a match, so the time taken says
-    /// nothing about which key, or how much of one, matched.
-    pub fn find(&self, token: &str) -> Option<(KeyIndex, Principal)> {
+    /// The key whose hash matches `token`, with its tag. Every configured hash is compared,
+    /// in constant time and without stopping at a match, so the time taken says nothing about
+    /// which key, or how much of one, matched.
+    pub fn find(&self, token: &str) -> Option<(KeyTag, Principal)> {
         let digest = hash(token);
         let mut found = subtle::Choice::from(0);
         let mut index = 0u32;
@@ -143,7 +146,7 @@ impl KeyStore {
         }
         let key = self.keys.get(index as usize)?;
         Some((
-            KeyIndex(index),
+            *self.tags.get(index as usize)?,
             Principal {
                 key_id: key.id.clone(),
                 scopes: key.scopes,
@@ -175,6 +178,36 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_rate_limit_tag_follows_its_id_whatever_the_order_or_the_other_keys() {
+        let key = |id: &str, token: &str| {
+            raw(id, &hex::encode(hash(token)), &["orders:read"])
+                .validate()
+                .unwrap()
+        };
+        let before = KeyStore::new(vec![key("ci", "oak_one"), key("shop", "oak_two")]);
+        // A reload that adds a key in front and moves the others (as an edited file does).
+        let after = KeyStore::new(vec![
+            key("new", "oak_new"),
+            key("shop", "oak_two"),
+            key("ci", "oak_one"),
+        ]);
+        for token in ["oak_one", "oak_two"] {
+            assert_eq!(before.find(token).unwrap().0, after.find(token).unwrap().0);
+        }
+        let tags: std::collections::HashSet<KeyTag> = ["oak_new", "oak_one", "oak_two"]
+            .iter()
+            .map(|t| after.find(t).unwrap().0)
+            .collect();
+        assert_eq!(tags.len(), 3, "each key has buckets of its own");
+        // A rotated secret under the same id keeps the client's buckets.
+        let rotated = KeyStore::new(vec![key("ci", "oak_rotated")]);
+        assert_eq!(
+            rotated.find("oak_rotated").unwrap().0,
+            before.find("oak_one").unwrap().0
+        );
+    }
+
+    #[test]
     fn finds_the_matching_key_among_several() {
         let store = KeyStore::new(vec![
             raw("ci", &hex::encode(hash("oak_one")), &["orders:read"])
@@ -188,11 +221,12 @@ mod tests {
             .validate()
             .unwrap(),
         ]);
-        let (index, principal) = store.find("oak_two").unwrap();
-        assert_eq!(index, KeyIndex(1));
+        let (tag, principal) = store.find("oak_two").unwrap();
+        assert_eq!(tag, KeyTag::of("shop"));
         assert_eq!(&*principal.key_id, "shop");
         assert!(principal.scopes.contains(Scope::Write));
-        assert_eq!(store.find("oak_one").unwrap().0, KeyIndex(0));
+        assert_eq!(store.find("oak_one").unwrap().0, KeyTag::of("ci"));
+        assert_ne!(KeyTag::of("ci"), KeyTag::of("shop"));
         assert!(store.find("oak_three").is_none());
         assert!(store.find("").is_none());
         assert!(KeyStore::new(Vec::new()).find("oak_one").is_none());

@@ -136,9 +136,9 @@ where
                 _ => None,
             });
         let key_id = principal.as_ref().map(|(_, p)| p.key_id.clone());
-        if let Some((index, principal)) = principal {
+        if let Some((tag, principal)) = principal {
             let extensions = req.extensions_mut();
-            extensions.insert(index);
+            extensions.insert(tag);
             extensions.insert(principal);
         }
         if let Some(live) = live {

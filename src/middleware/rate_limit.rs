@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, counter, gauge};
 
-use crate::auth::KeyIndex;
+use crate::auth::KeyTag;
 use crate::error::ApiError;
 use crate::resilience::client_ip::{ClientIp, ClientKey};
 use crate::resilience::limiter::{Decision, Limiter, Rule};
@@ -121,8 +121,8 @@ impl RateLimit {
     /// The bucket key: the API key a request was identified by, else its client address
     /// (`None` without a peer address, which only in-process callers lack).
     fn client(&self, req: &Request) -> Option<ClientKey> {
-        if let Some(KeyIndex(index)) = req.extensions().get::<KeyIndex>() {
-            return Some(ClientKey::ApiKey(*index));
+        if let Some(KeyTag(tag)) = req.extensions().get::<KeyTag>() {
+            return Some(ClientKey::ApiKey(*tag));
         }
         let ConnectInfo(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
         Some(ClientKey::Ip(

@@ -17,8 +17,8 @@ use ipnet::IpNet;
 pub enum ClientKey {
     /// A client address (IPv6 masked to its prefix).
     Ip(IpAddr),
-    /// A configured API key, by position.
-    ApiKey(u32),
+    /// A configured API key, by its tag (`auth::KeyTag`: from its id, not its position).
+    ApiKey(u64),
 }
 
 impl From<IpAddr> for ClientKey {

@@ -72,7 +72,7 @@ pub fn bucket_key(prefix: &str, rule: &Rule, client: ClientKey) -> String {
     match (rule.keyed, client) {
         (false, _) => format!("{prefix}{}", rule.name),
         (true, ClientKey::Ip(ip)) => format!("{prefix}{}:{ip}", rule.name),
-        (true, ClientKey::ApiKey(index)) => format!("{prefix}{}:key{index}", rule.name),
+        (true, ClientKey::ApiKey(tag)) => format!("{prefix}{}:key:{tag:016x}", rule.name),
     }
 }
 
