@@ -33,6 +33,8 @@ use crate::telemetry::metrics::{
 };
 
 mod control;
+#[cfg(test)]
+mod tests;
 mod triggers;
 
 pub use control::{Control, LogLevel};
