@@ -12,20 +12,24 @@ use super::Reloader;
 /// Quiet time after a file event before the files are read: a ConfigMap update is a burst.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// The file triggers in place: what is watched, and the polling for what cannot be.
+#[derive(Default)]
+struct Watching {
+    /// The files the watch was set up for.
+    files: Option<Vec<PathBuf>>,
+    watcher: Option<notify::RecommendedWatcher>,
+    poll: Option<tokio::time::Interval>,
+}
+
 impl Reloader {
     /// Reloads on every trigger until `stop` is cancelled.
     pub async fn run(mut self, stop: CancellationToken) {
         let (tx, mut events) = mpsc::channel::<()>(1);
-        let (watching, complete) = if self.running.reload.watch {
-            self.watch(tx)
-        } else {
-            (None, true)
-        };
-        let interval = self.running.reload.reload_interval;
-        let mut poll = (!complete && !interval.is_zero())
-            .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
+        let mut watching = Watching::default();
         let mut hangup = hangup();
         loop {
+            // Again after each reload: a new `auth.keys_file` is a new file to watch.
+            self.rewatch(&mut watching, &tx);
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(()) = events.recv() => {
@@ -33,7 +37,7 @@ impl Reloader {
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
                     self.reload_if_changed("file change");
                 }
-                Some(()) = next_tick(poll.as_mut()) => {
+                Some(()) = next_tick(watching.poll.as_mut()) => {
                     self.reload_if_changed("file change (polled)");
                 }
                 Some(()) = recv_hangup(hangup.as_mut()) => {
@@ -41,7 +45,30 @@ impl Reloader {
                 }
             }
         }
-        drop(watching);
+    }
+
+    /// Sets the watch (and the polling) up for the files a reload reads, unless it is set up
+    /// for those already.
+    fn rewatch(&self, watching: &mut Watching, tx: &mpsc::Sender<()>) {
+        let files = self.files();
+        if watching.files.as_ref() == Some(&files) {
+            return;
+        }
+        if watching.files.is_some() {
+            tracing::info!(files = ?files, "the configuration files changed: watching them");
+        }
+        // The old watcher goes first: its directories may be watched again.
+        watching.watcher = None;
+        let (watcher, complete) = if self.running.reload.watch {
+            self.watch(tx.clone())
+        } else {
+            (None, true)
+        };
+        let interval = self.running.reload.reload_interval;
+        watching.poll = (!complete && !interval.is_zero())
+            .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
+        watching.watcher = watcher;
+        watching.files = Some(files);
     }
 
     /// Watches the directories of the files that exist, and says whether that covers every

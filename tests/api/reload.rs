@@ -434,3 +434,38 @@ fn buckets_survive_a_reload_that_leaves_the_limits_alone() {
         "a reload that kept the limits refilled the bucket"
     );
 }
+
+#[test]
+fn a_keys_file_moved_by_a_reload_is_watched_from_then_on() {
+    const KEY_C: &str = "oak_charlie-0123456789abcdefghijklmnopqrstuvwxy";
+    let first = Mounted::new(&[("keys.toml", &keys_file(&[("alpha", KEY_A)]))]);
+    let mut second = Mounted::new(&[("keys.toml", &keys_file(&[("bravo", KEY_B)]))]);
+    let pointing_at = |keys: &Mounted| {
+        file(
+            "",
+            &format!(
+                "[auth]\nkeys_file = \"{}\"\n",
+                keys.path("keys.toml").display()
+            ),
+        )
+    };
+    let mut config = Mounted::new(&[("app.toml", &pointing_at(&first))]);
+    let app = serve(&config.path("app.toml"), &[("APP_AUTH__ENABLED", "true")]);
+    let orders = |key| status(&get(app.api, "/api/v1/orders", Some(key)));
+    assert_eq!([orders(KEY_A), orders(KEY_B)], [200, 401]);
+
+    // The configuration now names the second file: its keys are in force.
+    config.update(&[("app.toml", &pointing_at(&second))]);
+    eventually("the second file's keys", || {
+        orders(KEY_A) == 401 && orders(KEY_B) == 200
+    });
+    // An edit of the second file alone is noticed too: its directory is watched now (there is
+    // no polling while every file is watched, so only the watch can bring this in).
+    second.update(&[(
+        "keys.toml",
+        &keys_file(&[("bravo", KEY_B), ("charlie", KEY_C)]),
+    )]);
+    eventually("the edited second file's keys", || orders(KEY_C) == 200);
+    assert_eq!(orders(KEY_B), 200);
+    drop(first);
+}
