@@ -63,17 +63,6 @@ pub struct Exported {
     pub trace_state: Option<Arc<str>>,
 }
 
-/// Where a span of the current request's belongs: its trace, its parent and the trace state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parent {
-    /// The request's trace.
-    pub trace_id: TraceId,
-    /// The request's server span.
-    pub span_id: SpanId,
-    /// The caller's `tracestate`, if it sent one.
-    pub trace_state: Option<Arc<str>>,
-}
-
 tokio::task_local! {
     static CURRENT: RequestContext;
 }
@@ -94,16 +83,9 @@ impl RequestContext {
 
     /// The trace and span that the current request's own spans are children of, if the
     /// request is recorded for export.
-    pub fn exported_parent() -> Option<Parent> {
+    pub fn exported_parent() -> Option<(TraceId, Exported)> {
         CURRENT
-            .try_with(|c| {
-                let exported = c.exported_span.as_ref()?;
-                Some(Parent {
-                    trace_id: c.trace_id?,
-                    span_id: exported.span_id,
-                    trace_state: exported.trace_state.clone(),
-                })
-            })
+            .try_with(|c| Some((c.trace_id?, c.exported_span.clone()?)))
             .ok()
             .flatten()
     }
@@ -145,11 +127,13 @@ mod tests {
         assert_eq!(trace, Some("ab".repeat(16)));
         assert_eq!(
             parent,
-            Some(Parent {
-                trace_id: TraceId([0xab; 16]),
-                span_id: SpanId([7; 8]),
-                trace_state: Some("vendor=abc".into()),
-            })
+            Some((
+                TraceId([0xab; 16]),
+                Exported {
+                    span_id: SpanId([7; 8]),
+                    trace_state: Some("vendor=abc".into()),
+                }
+            ))
         );
         assert_eq!(RequestContext::exported_parent(), None);
         assert_eq!(

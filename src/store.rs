@@ -226,9 +226,9 @@ impl Store {
         let result = fut.await;
         reach::Reach::finished(&result);
         record(&result, op, start);
-        if let Some((parent, started)) = parent {
+        if let Some(((trace_id, parent), started)) = parent {
             traces::submit(SpanRecord {
-                trace_id: parent.trace_id,
+                trace_id,
                 span_id: traces::new_span_id(),
                 parent: Some(parent.span_id),
                 remote_parent: false,

@@ -17,7 +17,6 @@ fn another(key: &str, shown: &str) -> Option<String> {
         ("log.level", "debug"),
         ("log.format", "pretty"),
         ("telemetry.sampler", "always_off"),
-        ("rate_limit.backend", "local"),
         ("rate_limit.redis.fallback", "allow"),
         ("database.sqlite_synchronous", "normal"),
     ];
