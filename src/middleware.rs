@@ -90,20 +90,10 @@ impl Live {
         let clients = || ClientIp::new(settings.server.trusted_proxies.clone(), rl.ipv6_prefix);
         let kept_buckets = previous.and_then(|(old, live)| {
             let o = &old.rate_limit;
-            // Buckets of API-key clients are keyed by the key's position: a changed list
-            // would hand one key's bucket to another.
-            let same_keys = old.auth.keys.len() == settings.auth.keys.len()
-                && old
-                    .auth
-                    .keys
-                    .iter()
-                    .zip(&settings.auth.keys)
-                    .all(|(a, b)| a.id == b.id && a.sha256 == b.sha256);
             let same = o.backend == rl.backend
                 && o.policies == rl.policies
                 && o.redis == rl.redis
-                && o.ipv6_prefix == rl.ipv6_prefix
-                && same_keys;
+                && o.ipv6_prefix == rl.ipv6_prefix;
             live.rate_limit.as_ref().filter(|_| same).cloned()
         });
         let rate_limit = match (rl.enabled, kept_buckets) {

@@ -469,3 +469,40 @@ fn a_keys_file_moved_by_a_reload_is_watched_from_then_on() {
     assert_eq!(orders(KEY_B), 200);
     drop(first);
 }
+
+#[test]
+fn a_key_added_in_front_by_a_reload_leaves_the_other_keys_buckets_as_they_were() {
+    let config = Mounted::new(&[("app.toml", &limits(2, "info"))]);
+    let mut secret = Mounted::new(&[("keys.toml", &keys_file(&[("alpha", KEY_A)]))]);
+    let keys = secret.path("keys.toml").display().to_string();
+    let app = serve(
+        &config.path("app.toml"),
+        &[
+            ("APP_AUTH__ENABLED", "true"),
+            ("APP_AUTH__KEYS_FILE", keys.as_str()),
+        ],
+    );
+    let orders = |key| status(&get(app.api, "/api/v1/orders", Some(key)));
+    assert_eq!(
+        [orders(KEY_A), orders(KEY_A), orders(KEY_A)],
+        [200, 200, 429]
+    );
+
+    // bravo takes alpha's place in the list: buckets follow keys, not places.
+    secret.update(&[(
+        "keys.toml",
+        &keys_file(&[("bravo", KEY_B), ("alpha", KEY_A)]),
+    )]);
+    // Waited for in the log: a probe would spend tokens (an unknown key is its address's).
+    wait_line(&app.lines, |l| l["message"] == "configuration reloaded");
+    assert_eq!(
+        orders(KEY_A),
+        429,
+        "alpha's drained bucket was refilled or swapped"
+    );
+    // bravo has a bucket of its own.
+    assert_eq!(
+        [orders(KEY_B), orders(KEY_B), orders(KEY_B)],
+        [200, 200, 429]
+    );
+}
