@@ -91,7 +91,7 @@ impl Problems {
     }
 
     /// Records a problem at a JSON pointer into the body.
-    pub fn at(&mut self, pointer: &str, detail: impl Into<String>) {
+    pub fn at(&mut self, pointer: Pointer<'_>, detail: impl Into<String>) {
         self.push(|| FieldError {
             pointer: Some(pointer.to_string()),
             parameter: None,
@@ -123,7 +123,7 @@ impl Problems {
     pub fn object<'v>(
         &mut self,
         value: &'v Value,
-        pointer: &str,
+        pointer: Pointer<'_>,
         allowed: &[&str],
     ) -> Option<&'v Map<String, Value>> {
         let Some(obj) = value.as_object() else {
@@ -131,7 +131,7 @@ impl Problems {
             return None;
         };
         for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
-            self.at(&child(pointer, key), "unknown field");
+            self.at(pointer.key(key), "unknown field");
         }
         Some(obj)
     }
@@ -140,18 +140,18 @@ impl Problems {
     pub fn string<T, E: std::fmt::Display>(
         &mut self,
         obj: &Map<String, Value>,
-        pointer: &str,
+        pointer: Pointer<'_>,
         key: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        let at = child(pointer, key);
+        let at = pointer.key(key);
         match obj.get(key) {
-            None | Some(Value::Null) => self.at(&at, "is required"),
+            None | Some(Value::Null) => self.at(at, "is required"),
             Some(Value::String(s)) => match parse(s) {
                 Ok(v) => return Some(v),
-                Err(e) => self.at(&at, e.to_string()),
+                Err(e) => self.at(at, e.to_string()),
             },
-            Some(_) => self.at(&at, "must be a string"),
+            Some(_) => self.at(at, "must be a string"),
         }
         None
     }
@@ -161,26 +161,31 @@ impl Problems {
     pub fn array<T>(
         &mut self,
         obj: &Map<String, Value>,
-        pointer: &str,
+        pointer: Pointer<'_>,
         key: &str,
         max: usize,
-        mut item: impl FnMut(&mut Self, &Value, &str) -> Option<T>,
+        mut item: impl FnMut(&mut Self, &Value, Pointer<'_>) -> Option<T>,
     ) -> Option<Vec<T>> {
-        let at = child(pointer, key);
+        let at = pointer.key(key);
         match obj.get(key) {
-            None | Some(Value::Null) => self.at(&at, "is required"),
+            None | Some(Value::Null) => self.at(at, "is required"),
             Some(Value::Array(v)) if v.is_empty() || v.len() > max => {
-                self.at(&at, format!("must hold 1 to {max} items"));
+                self.at(at, format!("must hold 1 to {max} items"));
             }
             Some(Value::Array(v)) => {
-                let parsed: Vec<Option<T>> = v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, element)| item(self, element, &format!("{at}/{i}")))
-                    .collect();
-                return parsed.into_iter().collect();
+                // Every element is parsed (each reports its own problems); any invalid one
+                // makes the whole array invalid.
+                let mut parsed = Some(Vec::with_capacity(v.len()));
+                for (i, element) in v.iter().enumerate() {
+                    match (item(self, element, at.index(i)), parsed.as_mut()) {
+                        (Some(t), Some(out)) => out.push(t),
+                        (None, _) => parsed = None,
+                        (Some(_), None) => {}
+                    }
+                }
+                return parsed;
             }
-            Some(_) => self.at(&at, "must be an array"),
+            Some(_) => self.at(at, "must be an array"),
         }
         None
     }
@@ -189,21 +194,21 @@ impl Problems {
     pub fn integer<T, E: std::fmt::Display>(
         &mut self,
         obj: &Map<String, Value>,
-        pointer: &str,
+        pointer: Pointer<'_>,
         key: &str,
         parse: impl FnOnce(i64) -> Result<T, E>,
     ) -> Option<T> {
-        let at = child(pointer, key);
+        let at = pointer.key(key);
         match obj.get(key) {
-            None | Some(Value::Null) => self.at(&at, "is required"),
+            None | Some(Value::Null) => self.at(at, "is required"),
             Some(Value::Number(n)) => match whole(n) {
                 Some(i) => match parse(i) {
                     Ok(v) => return Some(v),
-                    Err(e) => self.at(&at, e.to_string()),
+                    Err(e) => self.at(at, e.to_string()),
                 },
-                None => self.at(&at, "must be an integer"),
+                None => self.at(at, "must be an integer"),
             },
-            Some(_) => self.at(&at, "must be an integer"),
+            Some(_) => self.at(at, "must be an integer"),
         }
         None
     }
@@ -221,9 +226,48 @@ fn whole(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-/// `pointer` + `/key`, escaped per RFC 6901.
-pub fn child(pointer: &str, key: &str) -> String {
-    format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"))
+/// A JSON pointer (RFC 6901) into the body, built on the stack as a parser descends and
+/// written out only when a problem is recorded at it: a valid body costs no allocation.
+#[derive(Debug, Clone, Copy)]
+pub enum Pointer<'a> {
+    /// The whole body (`""`).
+    Root,
+    /// A member of the object at the parent pointer.
+    Key(&'a Pointer<'a>, &'a str),
+    /// An element of the array at the parent pointer.
+    Index(&'a Pointer<'a>, usize),
+}
+
+impl<'a> Pointer<'a> {
+    /// The member `key` of the object here.
+    pub fn key(&'a self, key: &'a str) -> Self {
+        Self::Key(self, key)
+    }
+
+    /// The element `i` of the array here.
+    pub fn index(&'a self, i: usize) -> Self {
+        Self::Index(self, i)
+    }
+}
+
+impl std::fmt::Display for Pointer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Root => Ok(()),
+            Self::Key(parent, key) => {
+                write!(f, "{parent}/")?;
+                for c in key.chars() {
+                    match c {
+                        '~' => f.write_str("~0")?,
+                        '/' => f.write_str("~1")?,
+                        c => std::fmt::Write::write_char(f, c)?,
+                    }
+                }
+                Ok(())
+            }
+            Self::Index(parent, i) => write!(f, "{parent}/{i}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +299,11 @@ mod tests {
 
     #[test]
     fn pointers_escape() {
-        assert_eq!(child("/items/0", "a/b~c"), "/items/0/a~1b~0c");
+        let root = Pointer::Root;
+        let items = root.key("items");
+        let first = items.index(0);
+        assert_eq!(root.to_string(), "");
+        assert_eq!(first.to_string(), "/items/0");
+        assert_eq!(first.key("a/b~c").to_string(), "/items/0/a~1b~0c");
     }
 }

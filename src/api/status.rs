@@ -5,7 +5,7 @@ use metrics::counter;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::api::body::Problems;
+use crate::api::body::{Pointer, Problems};
 use crate::error::ApiError;
 use crate::orders::{self, Order, OrderStatus};
 use crate::store::Store;
@@ -24,8 +24,8 @@ pub fn not_found(id: &str) -> ApiError {
 /// Parses a status-change body: `{"status": "..."}`.
 pub fn parse_status_change(body: &Value) -> Result<OrderStatus, ApiError> {
     let mut p = Problems::default();
-    let status = p.object(body, "", &["status"]).and_then(|obj| {
-        p.string(obj, "", "status", |s| {
+    let status = p.object(body, Pointer::Root, &["status"]).and_then(|obj| {
+        p.string(obj, Pointer::Root, "status", |s| {
             OrderStatus::parse(s)
                 .ok_or("must be one of pending, paid, shipped, delivered, cancelled")
         })

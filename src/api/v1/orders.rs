@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::api::body::{JsonBody, Problems, QueryPairs, child};
+use crate::api::body::{JsonBody, Pointer, Problems, QueryPairs};
 use crate::api::create::{self, Idempotency};
 use crate::api::openapi::{
     BadRequest, Conflict, IdempotencyKey, StatusChange, UnprocessableEntity,
@@ -52,12 +52,13 @@ pub fn router() -> Router<AppState> {
 /// Parses a v1 create body, reporting every invalid field.
 pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     let mut p = Problems::default();
-    let Some(obj) = p.object(body, "", &["customer_id", "currency", "items"]) else {
+    let root = Pointer::Root;
+    let Some(obj) = p.object(body, root, &["customer_id", "currency", "items"]) else {
         return p.finish(None);
     };
-    let customer_id = p.string(obj, "", "customer_id", CustomerId::parse);
-    let currency = p.string(obj, "", "currency", Currency::parse);
-    let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
+    let customer_id = p.string(obj, root, "customer_id", CustomerId::parse);
+    let currency = p.string(obj, root, "currency", Currency::parse);
+    let items = p.array(obj, root, "items", MAX_ITEMS, |p, line, at| {
         parse_item(p, line, at, currency)
     });
     p.finish(NewOrder::from_parts(customer_id, currency, items))
@@ -66,7 +67,7 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
 fn parse_item(
     p: &mut Problems,
     line: &Value,
-    at: &str,
+    at: Pointer<'_>,
     currency: Option<Currency>,
 ) -> Option<LineItem> {
     let obj = p.object(line, at, &["sku", "quantity", "unit_price"])?;
@@ -77,9 +78,9 @@ fn parse_item(
         // Without a valid currency the digits cannot be judged, but the shape still can.
         None => {
             match obj.get("unit_price") {
-                None | Some(Value::Null) => p.at(&child(at, "unit_price"), "is required"),
+                None | Some(Value::Null) => p.at(at.key("unit_price"), "is required"),
                 Some(Value::String(_)) => {}
-                Some(_) => p.at(&child(at, "unit_price"), "must be a string"),
+                Some(_) => p.at(at.key("unit_price"), "must be a string"),
             }
             None
         }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::body::{Problems, child};
+use crate::api::body::{Pointer, Problems};
 use crate::api::openapi::{currency, customer_id, order_status, sku};
 use crate::error::ApiError;
 use crate::orders::{
@@ -131,12 +131,13 @@ pub struct Links {
 /// every unit price names; prices in several currencies are refused.
 pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
     let mut p = Problems::default();
-    let Some(obj) = p.object(body, "", &["customer_id", "items"]) else {
+    let root = Pointer::Root;
+    let Some(obj) = p.object(body, root, &["customer_id", "items"]) else {
         return p.finish(None);
     };
-    let customer_id = p.string(obj, "", "customer_id", CustomerId::parse);
+    let customer_id = p.string(obj, root, "customer_id", CustomerId::parse);
     let mut currency: Option<Currency> = None;
-    let items = p.array(obj, "", "items", MAX_ITEMS, |p, line, at| {
+    let items = p.array(obj, root, "items", MAX_ITEMS, |p, line, at| {
         parse_item(p, line, at, &mut currency)
     });
     p.finish(NewOrder::from_parts(customer_id, currency, items))
@@ -145,7 +146,7 @@ pub fn parse_new_order(body: &Value) -> Result<NewOrder, ApiError> {
 fn parse_item(
     p: &mut Problems,
     line: &Value,
-    at: &str,
+    at: Pointer<'_>,
     currency: &mut Option<Currency>,
 ) -> Option<LineItem> {
     let obj = p.object(line, at, &["sku", "quantity", "unit_price"])?;
@@ -156,7 +157,7 @@ fn parse_item(
         match currency {
             None => *currency = Some(c),
             Some(first) if *first != c => p.at(
-                &child(&child(at, "unit_price"), "currency"),
+                at.key("unit_price").key("currency"),
                 format!("must be {}, the currency of the first item", first.code()),
             ),
             Some(_) => {}
@@ -174,27 +175,27 @@ fn parse_item(
 fn parse_money(
     p: &mut Problems,
     obj: &Map<String, Value>,
-    at: &str,
+    at: Pointer<'_>,
     key: &str,
 ) -> (Option<i64>, Option<Currency>) {
-    let at = child(at, key);
+    let at = at.key(key);
     let money = match obj.get(key) {
         None | Some(Value::Null) => {
-            p.at(&at, "is required");
+            p.at(at, "is required");
             return (None, None);
         }
-        Some(v) => match p.object(v, &at, &["amount_minor", "currency"]) {
+        Some(v) => match p.object(v, at, &["amount_minor", "currency"]) {
             Some(m) => m,
             None => return (None, None),
         },
     };
-    let amount = p.integer(money, &at, "amount_minor", |n| match n {
+    let amount = p.integer(money, at, "amount_minor", |n| match n {
         0..=MAX_UNIT_PRICE_MINOR => Ok(n),
         _ => Err(format!(
             "must be an integer from 0 to {MAX_UNIT_PRICE_MINOR}"
         )),
     });
-    let currency = p.string(money, &at, "currency", Currency::parse);
+    let currency = p.string(money, at, "currency", Currency::parse);
     (amount, currency)
 }
 
