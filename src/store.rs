@@ -14,7 +14,6 @@ use std::future::Future;
 use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use metrics::{counter, histogram};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -23,7 +22,7 @@ use crate::config::DatabaseSettings;
 use crate::orders::{
     Currency, CustomerId, LineItem, ListFilter, Order, OrderStatus, Position, Quantity, Sku,
 };
-use crate::telemetry::metrics::{DB_ERRORS, DB_QUERY_DURATION};
+use crate::telemetry::metrics::{DB_ERRORS, DB_QUERY_DURATION, counter_by, histogram_by};
 use crate::telemetry::traces::{self, ClientSpan, Detail, SpanRecord};
 
 /// Connection counts of the pool.
@@ -266,9 +265,9 @@ pub(crate) fn commit_time(now: DateTime<Utc>, newest: Option<DateTime<Utc>>) -> 
 
 /// Latency and failure metrics of one database operation.
 fn record<T>(result: &Result<T, StoreError>, op: &'static str, start: Instant) {
-    histogram!(DB_QUERY_DURATION, "operation" => op).record(start.elapsed().as_secs_f64());
+    histogram_by(DB_QUERY_DURATION, "operation", op).record(start.elapsed().as_secs_f64());
     if let Err(e) = result {
-        counter!(DB_ERRORS, "kind" => e.kind()).increment(1);
+        counter_by(DB_ERRORS, "kind", e.kind()).increment(1);
     }
 }
 

@@ -11,7 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
-use metrics::counter;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
@@ -26,7 +25,7 @@ use crate::resilience::client_ip::ClientIp;
 use crate::resilience::in_flight::Slot;
 use crate::store::Store;
 use crate::store::reach::Reach;
-use crate::telemetry::metrics::{IDEMPOTENCY_REQUESTS, ORDERS_CREATED};
+use crate::telemetry::metrics::{IDEMPOTENCY_REQUESTS, ORDERS_CREATED, counter_by};
 
 /// The request's `Idempotency-Key` and the client it belongs to, if it sent one, with what a
 /// keyed create needs to outlive its request: the request's in-flight slot, and the tracker
@@ -180,7 +179,7 @@ async fn keyed(
         Reservation::InProgress => "in_progress",
         Reservation::Mismatch => "mismatch",
     };
-    counter!(IDEMPOTENCY_REQUESTS, "outcome" => label).increment(1);
+    counter_by(IDEMPOTENCY_REQUESTS, "outcome", label).increment(1);
     match outcome {
         Reservation::Acquired => {}
         Reservation::Completed(stored) => return Ok(respond(stored, &order, true)),
@@ -209,7 +208,7 @@ async fn release(store: &Store, hold: &Hold) {
 /// The response, counted as a created order unless it is a replay.
 fn respond(stored: StoredResponse, order: &Order, replayed: bool) -> Response {
     if !replayed {
-        counter!(ORDERS_CREATED, "currency" => order.currency.code()).increment(1);
+        counter_by(ORDERS_CREATED, "currency", order.currency.code()).increment(1);
     }
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut res = (status, stored.body).into_response();

@@ -9,8 +9,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, counter, gauge};
 
@@ -65,6 +66,11 @@ pub struct RateLimit {
 }
 
 /// The `decision` label values, in the order of [`RateLimit::counters`].
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers), as constant
+/// names: a name made from a string per response would copy it.
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 const VERDICTS: [&str; 3] = ["allowed", "limited", "shadow_limited"];
 
 impl RateLimit {
@@ -219,10 +225,11 @@ impl RateLimit {
         }
         let headers = res.headers_mut();
         if let Some(policy) = self.policy_header(checked.write) {
-            headers.insert("ratelimit-policy", policy);
+            headers.insert(RATELIMIT_POLICY.clone(), policy);
         }
-        if let Ok(state) = HeaderValue::from_str(&Limiter::state_header(&checked.decision)) {
-            headers.insert("ratelimit", state);
+        let state = Bytes::from(Limiter::state_header(&checked.decision));
+        if let Ok(state) = HeaderValue::from_maybe_shared(state) {
+            headers.insert(RATELIMIT.clone(), state);
         }
     }
 }

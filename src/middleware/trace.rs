@@ -13,12 +13,16 @@ use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{HOST, USER_AGENT};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 
 use crate::context::{Exported, HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
+
+/// The W3C `traceparent` header (a constant name: one made from a string per response would
+/// copy it).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A request's span and the ids it goes by.
 #[derive(Debug)]
@@ -171,7 +175,7 @@ pub fn finish(trace: &mut Trace, res: &mut Response) {
     if let Ok(v) =
         HeaderValue::from_bytes(&traceparent(trace.trace_id, trace.span_id, trace.sampled))
     {
-        res.headers_mut().insert("traceparent", v);
+        res.headers_mut().insert(&TRACEPARENT, v);
     }
 }
 

@@ -5,9 +5,13 @@
 //! explicit buckets (the OpenTelemetry HTTP boundaries); without them the exporter would render
 //! summaries.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Seconds; the OpenTelemetry semantic-convention boundaries for HTTP durations.
@@ -105,6 +109,54 @@ pub const GIT_SHA: &str = match option_env!("GIT_SHA") {
 };
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+thread_local! {
+    /// Handles looked up by [`counter_by`] and [`histogram_by`] on this thread, by (metric,
+    /// label, value): each is registered once, instead of hashing and copying its labels in the
+    /// recorder on every request. The sets are small and fixed (operations, kinds, currencies).
+    static COUNTERS: RefCell<Vec<(Series, Counter)>> = const { RefCell::new(Vec::new()) };
+    static HISTOGRAMS: RefCell<Vec<(Series, Histogram)>> = const { RefCell::new(Vec::new()) };
+}
+
+type Series = (&'static str, &'static str, &'static str);
+
+/// A handle from a per-thread cache, registered by `register` on first use. Nothing is cached
+/// before the recorder is installed (a handle made then would stay a no-op).
+fn cached<H: Clone>(
+    cache: &'static std::thread::LocalKey<RefCell<Vec<(Series, H)>>>,
+    series: Series,
+    register: impl FnOnce() -> H,
+) -> H {
+    if HANDLE.get().is_none_or(Result::is_err) {
+        return register();
+    }
+    cache.with_borrow_mut(|handles| {
+        if let Some((_, h)) = handles.iter().find(|(s, _)| *s == series) {
+            return h.clone();
+        }
+        let h = register();
+        handles.push((series, h.clone()));
+        h
+    })
+}
+
+/// The counter `name{label="value"}`, registered once per thread.
+pub fn counter_by(name: &'static str, label: &'static str, value: &'static str) -> Counter {
+    cached(
+        &COUNTERS,
+        (name, label, value),
+        || counter!(name, label => value),
+    )
+}
+
+/// The histogram `name{label="value"}`, registered once per thread.
+pub fn histogram_by(name: &'static str, label: &'static str, value: &'static str) -> Histogram {
+    cached(
+        &HISTOGRAMS,
+        (name, label, value),
+        || histogram!(name, label => value),
+    )
+}
 
 /// Installs the global recorder (once per process) and returns the handle that renders
 /// `/metrics`.
