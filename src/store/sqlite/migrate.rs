@@ -27,6 +27,11 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 /// Applies what is pending, each migration in a transaction of its own; refuses a database
 /// whose applied migrations were changed since, or that a failed migration left dirty.
 pub(super) fn run(conn: &Connection) -> Result<(), StoreError> {
+    run_below(conn, i64::MAX)
+}
+
+/// [`run`], for the migrations older than `end` only (as an earlier build left a database).
+pub(super) fn run_below(conn: &Connection, end: i64) -> Result<(), StoreError> {
     conn.execute_batch(TABLE).map_err(from_sqlite)?;
     let applied: HashMap<i64, (bool, Vec<u8>)> = conn
         .prepare("SELECT version, success, checksum FROM _sqlx_migrations")
@@ -37,7 +42,7 @@ pub(super) fn run(conn: &Connection) -> Result<(), StoreError> {
         .map_err(from_sqlite)?;
     for m in MIGRATOR
         .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
+        .filter(|m| !m.migration_type.is_down_migration() && m.version < end)
     {
         match applied.get(&m.version) {
             Some((true, checksum)) if checksum.as_slice() == &*m.checksum => continue,

@@ -43,6 +43,78 @@ async fn commits_are_fsynced_unless_configured_otherwise() {
     }
 }
 
+/// A database migrated by an earlier build gets the rebuilt orders table: every order, index and
+/// the status rule are kept, and neither an INSERT nor a status UPDATE builds a temporary
+/// B-tree any more (what `status IN (...)` made SQLite do for each row).
+#[test]
+fn the_status_rule_rebuild_keeps_every_order_and_drops_the_temporary_btree() {
+    const REBUILD: i64 = 20261204000001;
+    const INSERT: &str = "INSERT INTO orders (id, customer_id, currency, items, total_minor, \
+                          status, created_at, updated_at, version) \
+                          VALUES (?1, 'c', 'EUR', '[]', 100, ?2, 't', 't', 1)";
+    let temp_btree = |conn: &Connection, sql: &str, n: usize| -> bool {
+        let mut s = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let params = rusqlite::params_from_iter((0..n).map(|i| i.to_string()));
+        let ops: Vec<String> = s
+            .query_map(params, |r| r.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        ops.iter().any(|op| op == "OpenEphemeral")
+    };
+    let update = "UPDATE orders SET status = ?1 WHERE id = ?2";
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("o.db")).unwrap();
+    migrate::run_below(&conn, REBUILD).unwrap();
+    assert!(!migrate::applied(&conn).unwrap().contains(&REBUILD));
+    assert!(temp_btree(&conn, INSERT, 2), "the old rule builds one");
+    assert!(temp_btree(&conn, update, 2));
+    for (id, status) in [("a", "pending"), ("b", "paid"), ("c", "cancelled")] {
+        conn.execute(INSERT, [id, status]).unwrap();
+    }
+    let everything = |conn: &Connection| -> Vec<(String, String, i64)> {
+        let mut s = conn
+            .prepare("SELECT id, status, total_minor FROM orders ORDER BY id")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = everything(&conn);
+
+    migrate::run(&conn).unwrap();
+    assert!(migrate::applied(&conn).unwrap().contains(&REBUILD));
+    assert_eq!(everything(&conn), before);
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'orders' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "orders_created_idx",
+            "orders_customer_created_idx",
+            "orders_status_created_idx",
+            "sqlite_autoindex_orders_1",
+        ]
+    );
+    assert!(!temp_btree(&conn, INSERT, 2));
+    assert!(!temp_btree(&conn, update, 2));
+    // The rule still holds, for inserts and updates alike.
+    let refused = conn.execute(INSERT, ["d", "lost"]).unwrap_err();
+    assert!(
+        refused.to_string().contains("CHECK constraint failed"),
+        "{refused}"
+    );
+    assert!(conn.execute(update, ["lost", "a"]).is_err());
+    conn.execute(update, ["shipped", "a"]).unwrap();
+    conn.execute(INSERT, ["d", "delivered"]).unwrap();
+}
+
 /// Every shared statement binds `$n` to the n-th parameter on SQLite, as on PostgreSQL.
 #[test]
 fn shared_statements_number_their_parameters_in_order() {
