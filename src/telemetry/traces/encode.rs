@@ -1,7 +1,8 @@
-//! OTLP protobuf, written straight from the recorded spans: an `ExportTraceServiceRequest`
-//! with one resource and one scope, in a buffer the exporter reuses. Only the fields this
-//! service sets are written; field numbers are those of `opentelemetry/proto/trace/v1` and
-//! `common/v1`.
+//! OTLP protobuf, written straight from the recorded spans: each span is encoded once, by the
+//! thread that finished it, as a `ScopeSpans.spans` field ([`span_field`]), and a batch of
+//! those becomes an `ExportTraceServiceRequest` with one resource and one scope ([`request`]).
+//! Only the fields this service sets are written; field numbers are those of
+//! `opentelemetry/proto/trace/v1` and `common/v1`.
 //!
 //! A nested message is written in place behind a one-byte length that grows when the message
 //! turns out longer than 127 bytes, so nothing is encoded twice and nothing is allocated per
@@ -40,6 +41,11 @@ fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
 }
 
 fn varint(buf: &mut Vec<u8>, v: u64) {
+    // Every field key and most lengths here are below 128: one byte.
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
+    }
     let (bytes, n) = varint_bytes(v);
     buf.extend_from_slice(&bytes[..n]);
 }
@@ -118,17 +124,20 @@ pub(super) fn scope(name: &str, version: &str) -> Vec<u8> {
     buf
 }
 
+/// Appends `s` as a `ScopeSpans.spans` field: what [`request`] takes, one after the other.
+pub(super) fn span_field(buf: &mut Vec<u8>, s: &SpanRecord) {
+    nested(buf, 2, |b| span(b, s));
+}
+
 /// One request body: `resource` and `scope` as made by [`resource`] and [`scope`], then the
-/// spans.
-pub(super) fn request(buf: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans: &[SpanRecord]) {
+/// spans as [`span_field`] wrote them.
+pub(super) fn request(buf: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans: &[u8]) {
     buf.clear();
     nested(buf, 1, |rs| {
         rs.extend_from_slice(resource);
         nested(rs, 2, |ss| {
             ss.extend_from_slice(scope);
-            for s in spans {
-                nested(ss, 2, |b| span(b, s));
-            }
+            ss.extend_from_slice(spans);
         });
     });
 }
