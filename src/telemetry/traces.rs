@@ -95,11 +95,10 @@ pub fn exporting() -> bool {
     QUEUE.get().is_some()
 }
 
-/// Queues a finished span for export (encoded on the calling thread); a no-op when export is
-/// off. Never waits.
+/// Queues a finished span for export; a no-op when export is off. Never waits.
 pub fn submit(span: SpanRecord) {
     if let Some(queue) = QUEUE.get() {
-        queue.push(&span);
+        queue.push(span);
     }
 }
 

@@ -1,8 +1,7 @@
-//! OTLP protobuf, written straight from the recorded spans: each span is encoded once, by the
-//! thread that finished it, as a `ScopeSpans.spans` field ([`span_field`]), and a batch of
-//! those becomes an `ExportTraceServiceRequest` with one resource and one scope ([`request`]).
-//! Only the fields this service sets are written; field numbers are those of
-//! `opentelemetry/proto/trace/v1` and `common/v1`.
+//! OTLP protobuf, written straight from the recorded spans: an `ExportTraceServiceRequest`
+//! with one resource and one scope, in a buffer the exporter reuses. Only the fields this
+//! service sets are written; field numbers are those of `opentelemetry/proto/trace/v1` and
+//! `common/v1`.
 //!
 //! A nested message is written in place behind a one-byte length that grows when the message
 //! turns out longer than 127 bytes, so nothing is encoded twice and nothing is allocated per
@@ -124,20 +123,17 @@ pub(super) fn scope(name: &str, version: &str) -> Vec<u8> {
     buf
 }
 
-/// Appends `s` as a `ScopeSpans.spans` field: what [`request`] takes, one after the other.
-pub(super) fn span_field(buf: &mut Vec<u8>, s: &SpanRecord) {
-    nested(buf, 2, |b| span(b, s));
-}
-
 /// One request body: `resource` and `scope` as made by [`resource`] and [`scope`], then the
-/// spans as [`span_field`] wrote them.
-pub(super) fn request(buf: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans: &[u8]) {
+/// spans.
+pub(super) fn request(buf: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans: &[SpanRecord]) {
     buf.clear();
     nested(buf, 1, |rs| {
         rs.extend_from_slice(resource);
         nested(rs, 2, |ss| {
             ss.extend_from_slice(scope);
-            ss.extend_from_slice(spans);
+            for s in spans {
+                nested(ss, 2, |b| span(b, s));
+            }
         });
     });
 }

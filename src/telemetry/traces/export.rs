@@ -1,14 +1,9 @@
-//! The exporter thread: workers encode each finished span themselves and append its bytes to a
-//! bounded buffer (a short lock, never a wait, and no wake-up per span); the thread takes the
-//! whole buffer every `export_interval`, and the whole batches in it as soon as a batch of
-//! [`MAX_BATCH`] spans waits (or the whole buffer, if smaller), and sends them in batches of at
-//! most that many. What cannot be buffered or delivered is dropped and counted.
-//!
-//! Encoding on the worker frees a span's strings on the thread that allocated them: handed to
-//! the exporter thread, every one of them was a cross-thread `free`, which took the allocating
-//! thread's arena lock.
+//! The exporter thread: workers append finished spans to a bounded buffer (a short lock, never
+//! a wait, and no wake-up per span); the thread takes the whole buffer every `export_interval`,
+//! and the whole batches in it as soon as a batch of [`MAX_BATCH`] spans waits (or the whole
+//! buffer, if smaller), and sends them in batches of at most that many. What cannot be buffered or delivered is dropped
+//! and counted.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
@@ -27,54 +22,10 @@ pub(super) const MAX_BATCH: usize = 512;
 /// Quiet period between two warnings about undeliverable spans.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Encoded spans, back to back, and where each one ends.
-#[derive(Debug, Default)]
-struct Spans {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Spans {
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// Moves the first `n` spans to the end of `into`.
-    fn move_first(&mut self, n: usize, into: &mut Self) {
-        let Some(cut) = n.checked_sub(1).map(|last| self.ends[last]) else {
-            return;
-        };
-        let base = into.bytes.len();
-        into.bytes.extend_from_slice(&self.bytes[..cut]);
-        into.ends.extend(self.ends.drain(..n).map(|end| base + end));
-        self.bytes.drain(..cut);
-        for end in &mut self.ends {
-            *end -= cut;
-        }
-    }
-
-    /// The bytes of spans `from..to`.
-    fn range(&self, from: usize, to: usize) -> &[u8] {
-        let start = from.checked_sub(1).map_or(0, |i| self.ends[i]);
-        let end = to.checked_sub(1).map_or(0, |i| self.ends[i]);
-        &self.bytes[start..end]
-    }
-}
-
-thread_local! {
-    /// A span being encoded, outside the lock.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// What the workers and the thread share.
 #[derive(Debug)]
 struct Shared {
-    spans: Mutex<Spans>,
+    spans: Mutex<Vec<SpanRecord>>,
     capacity: usize,
     /// How many waiting spans wake the thread: a batch, or the whole buffer if smaller.
     batch: usize,
@@ -84,7 +35,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn spans(&self) -> MutexGuard<'_, Spans> {
+    fn spans(&self) -> MutexGuard<'_, Vec<SpanRecord>> {
         // A panic while holding the lock leaves a valid Vec: keep going with it.
         self.spans.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -101,27 +52,20 @@ impl Shared {
 pub(super) struct Queue(Arc<Shared>);
 
 impl Queue {
-    /// Encodes and buffers `span`, or drops and counts it when the buffer is full: never
-    /// waits.
-    pub(super) fn push(&self, span: &SpanRecord) {
-        SCRATCH.with_borrow_mut(|encoded| {
-            encoded.clear();
-            encode::span_field(encoded, span);
-            let mut spans = self.0.spans();
-            if spans.len() >= self.0.capacity {
-                drop(spans);
-                self.0.warn.dropped(1, "the export queue is full");
-                return;
-            }
-            spans.bytes.extend_from_slice(encoded);
-            let end = spans.bytes.len();
-            spans.ends.push(end);
-            let full_batch = spans.len() == self.0.batch;
+    /// Buffers `span`, or drops and counts it when the buffer is full: never waits.
+    pub(super) fn push(&self, span: SpanRecord) {
+        let mut spans = self.0.spans();
+        if spans.len() >= self.0.capacity {
             drop(spans);
-            if full_batch {
-                self.0.wake();
-            }
-        });
+            self.0.warn.dropped(1, "the export queue is full");
+            return;
+        }
+        spans.push(span);
+        let full_batch = spans.len() == self.0.batch;
+        drop(spans);
+        if full_batch {
+            self.0.wake();
+        }
     }
 }
 
@@ -176,7 +120,7 @@ pub(super) struct Setup {
 /// Starts the exporter thread.
 pub(super) fn start(connect: Connect, setup: Setup) -> Result<(Queue, Stopper), String> {
     let shared = Arc::new(Shared {
-        spans: Mutex::new(Spans::default()),
+        spans: Mutex::new(Vec::with_capacity(MAX_BATCH)),
         capacity: setup.queue_size.max(1),
         batch: setup.queue_size.clamp(1, MAX_BATCH),
         closing: AtomicBool::new(false),
@@ -186,7 +130,7 @@ pub(super) fn start(connect: Connect, setup: Setup) -> Result<(Queue, Stopper), 
     let (done_tx, done) = std::sync::mpsc::sync_channel(1);
     let worker = Worker {
         shared: shared.clone(),
-        taken: Spans::default(),
+        taken: Vec::with_capacity(MAX_BATCH),
         last_len: std::cell::Cell::new(0),
         setup,
     };
@@ -205,7 +149,7 @@ pub(super) fn start(connect: Connect, setup: Setup) -> Result<(Queue, Stopper), 
 struct Worker {
     shared: Arc<Shared>,
     /// The buffer taken from the workers, swapped back in empty next time.
-    taken: Spans,
+    taken: Vec<SpanRecord>,
     last_len: std::cell::Cell<usize>,
     setup: Setup,
 }
@@ -229,13 +173,11 @@ impl Worker {
                 if whole == len {
                     std::mem::swap(&mut *spans, &mut self.taken);
                 } else {
-                    spans.move_first(whole, &mut self.taken);
+                    self.taken.extend(spans.drain(..whole));
                 }
             }
-            let taken = self.taken.len();
-            for from in (0..taken).step_by(MAX_BATCH) {
-                let to = (from + MAX_BATCH).min(taken);
-                self.export(&mut *transport, self.taken.range(from, to), to - from);
+            for batch in self.taken.chunks(MAX_BATCH) {
+                self.export(&mut *transport, batch);
             }
             self.taken.clear();
             if due {
@@ -251,14 +193,13 @@ impl Worker {
         }
     }
 
-    /// Sends `count` encoded spans in one request.
-    fn export(&self, transport: &mut dyn Transport, spans: &[u8], count: usize) {
+    fn export(&self, transport: &mut dyn Transport, batch: &[SpanRecord]) {
         // The body is handed to the transport; the next one starts at the last one's size.
         let mut body = Vec::with_capacity(self.last_len.get());
-        encode::request(&mut body, &self.setup.resource, &self.setup.scope, spans);
+        encode::request(&mut body, &self.setup.resource, &self.setup.scope, batch);
         self.last_len.set(body.len());
         if let Err(e) = transport.send(body) {
-            self.shared.warn.dropped(count, &e);
+            self.shared.warn.dropped(batch.len(), &e);
         }
     }
 }

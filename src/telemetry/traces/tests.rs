@@ -56,12 +56,8 @@ fn decode(spans: &[SpanRecord]) -> ExportTraceServiceRequest {
         ("deployment.environment.name".into(), "test".into()),
     ]);
     let scope = encode::scope("orders-api", "1.2.3");
-    let mut encoded = Vec::new();
-    for span in spans {
-        encode::span_field(&mut encoded, span);
-    }
     let mut body = vec![0xde, 0xad];
-    encode::request(&mut body, &resource, &scope, &encoded);
+    encode::request(&mut body, &resource, &scope, spans);
     ExportTraceServiceRequest::decode(body.as_slice()).expect("valid OTLP protobuf")
 }
 
@@ -249,7 +245,7 @@ fn full_batches_go_at_once_and_stopping_sends_the_rest() {
     )
     .unwrap();
     for _ in 0..export::MAX_BATCH + 10 {
-        queue.push(&client(None));
+        queue.push(client(None));
     }
     // The interval is an hour: only the full batch can make the first send, before any stop.
     let first = rx
@@ -295,7 +291,7 @@ fn a_full_queue_drops_spans_instead_of_waiting() {
     // A full buffer (8) wakes the thread, whose send then blocks; the buffer fills again and
     // the rest is dropped, and no push waits.
     for _ in 0..3 * export::MAX_BATCH {
-        queue.push(&client(None));
+        queue.push(client(None));
     }
     {
         let (open, cv) = &*gate;
@@ -316,7 +312,7 @@ fn a_full_queue_drops_spans_instead_of_waiting() {
 fn a_transport_that_cannot_be_built_leaves_the_exporter_running_and_stoppable() {
     let (queue, stopper) =
         export::start(Box::new(|| Err("no client".to_owned())), setup(16)).unwrap();
-    queue.push(&client(None));
+    queue.push(client(None));
     assert!(stopper.stop(Duration::from_secs(10)));
 }
 
