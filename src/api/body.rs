@@ -175,15 +175,14 @@ impl Problems {
             Some(Value::Array(v)) => {
                 // Every element is parsed (each reports its own problems); any invalid one
                 // makes the whole array invalid.
-                let mut parsed = Some(Vec::with_capacity(v.len()));
+                let (mut parsed, mut valid) = (Vec::with_capacity(v.len()), true);
                 for (i, element) in v.iter().enumerate() {
-                    match (item(self, element, at.index(i)), parsed.as_mut()) {
-                        (Some(t), Some(out)) => out.push(t),
-                        (None, _) => parsed = None,
-                        (Some(_), None) => {}
+                    match item(self, element, at.index(i)) {
+                        Some(t) => parsed.push(t),
+                        None => valid = false,
                     }
                 }
-                return parsed;
+                return valid.then_some(parsed);
             }
             Some(_) => self.at(at, "must be an array"),
         }

@@ -225,11 +225,11 @@ impl RateLimit {
         }
         let headers = res.headers_mut();
         if let Some(policy) = self.policy_header(checked.write) {
-            headers.insert(RATELIMIT_POLICY.clone(), policy);
+            headers.insert(&RATELIMIT_POLICY, policy);
         }
         let state = Bytes::from(Limiter::state_header(&checked.decision));
         if let Ok(state) = HeaderValue::from_maybe_shared(state) {
-            headers.insert(RATELIMIT.clone(), state);
+            headers.insert(&RATELIMIT, state);
         }
     }
 }

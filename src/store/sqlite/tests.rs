@@ -72,16 +72,22 @@ fn the_status_rule_rebuild_keeps_every_order_and_drops_the_temporary_btree() {
     for (id, status) in [("a", "pending"), ("b", "paid"), ("c", "cancelled")] {
         conn.execute(INSERT, [id, status]).unwrap();
     }
-    let everything = |conn: &Connection| -> Vec<(String, String, i64)> {
-        let mut s = conn
-            .prepare("SELECT id, status, total_minor FROM orders ORDER BY id")
-            .unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    conn.execute(
+        "UPDATE orders SET version = 7, items = '[1]' WHERE id = 'b'",
+        [],
+    )
+    .unwrap();
+    // Every column of every row, as SQLite holds it.
+    let everything = |conn: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut s = conn.prepare("SELECT * FROM orders ORDER BY id").unwrap();
+        let columns = s.column_count();
+        s.query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     };
     let before = everything(&conn);
+    assert_eq!((before.len(), before[0].len()), (3, 9));
 
     migrate::run(&conn).unwrap();
     assert!(migrate::applied(&conn).unwrap().contains(&REBUILD));
