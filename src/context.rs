@@ -22,23 +22,54 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanId(pub [u8; 8]);
 
-/// Ids are written on every log line of a request: as one string, not a write per byte.
-fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    let mut buf = [0u8; 32];
-    let out = buf.get_mut(..2 * bytes.len()).ok_or(fmt::Error)?;
-    hex::encode_to_slice(bytes, out).map_err(|_| fmt::Error)?;
-    f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)
+/// An id's lower-case hex digits, on the stack (`N` is twice the id's length).
+#[derive(Clone, Copy)]
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn of(bytes: &[u8]) -> Self {
+        let mut out = [b'0'; N];
+        // `N` is twice the length of the id it is made for: the encoding cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut out);
+        Self(out)
+    }
+
+    /// The digits, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
+impl TraceId {
+    /// The 32 hex digits.
+    pub fn hex(&self) -> Hex<32> {
+        Hex::of(&self.0)
+    }
+}
+
+impl SpanId {
+    /// The 16 hex digits.
+    pub fn hex(&self) -> Hex<16> {
+        Hex::of(&self.0)
+    }
+}
+
+// Ids are written on every log line of a request: as one string, not a write per byte.
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        hex(f, &self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        hex(f, &self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 

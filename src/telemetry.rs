@@ -75,6 +75,9 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
             .with_writer(std::io::stdout)
             .boxed(),
     };
+    // With JSON lines the access layer writes its line itself, where this filter allows it.
+    let json = log.format == LogFormat::Json;
+    let gates = logs::direct::Gates::of(&log_filter);
     let (log_filter, handle) = reload::Layer::new(log_filter);
     let installed = Registry::default()
         .with(logs::SpanFieldsLayer)
@@ -83,8 +86,16 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetr
     if installed.is_err() {
         return Ok(Telemetry::default());
     }
+    if json {
+        gates.open();
+    }
     let _ = LOG_FILTER.set(Box::new(move |filter| {
-        handle.reload(filter).map_err(|e| e.to_string())
+        let gates = logs::direct::Gates::of(&filter);
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        if json {
+            gates.open();
+        }
+        Ok(())
     }));
     let exporter = traces::start(telemetry)?;
     if let Some(url) = telemetry.traces_url().filter(|_| exporter.is_some()) {

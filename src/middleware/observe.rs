@@ -37,6 +37,7 @@ use crate::auth::{Presented, presented};
 use crate::context::{OPS_TARGET, RequestContext};
 use crate::error::Failure;
 use crate::state::Health;
+use crate::telemetry::logs::direct::SpanFields;
 use crate::telemetry::metrics::method_label;
 
 /// What the layer knows, shared by every route it wraps.
@@ -181,11 +182,6 @@ where
             if let Some(trace) = &mut trace {
                 trace::finish(trace, &mut res);
             }
-            let headers = res.headers_mut();
-            headers.insert(request_id::HEADER.clone(), id);
-            if shared.health.is_draining() {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             let elapsed = started.elapsed();
             if let Some(metrics) = &shared.metrics {
                 metrics.record(route, method, res.status().as_u16(), elapsed.as_secs_f64());
@@ -195,7 +191,16 @@ where
                 span.in_scope(|| failure.log());
             }
             if let Some(entry) = entry {
-                span.in_scope(|| entry.log(shared.access, route, res.status(), elapsed));
+                let fields = SpanFields {
+                    request_id: id.to_str().unwrap_or_default(),
+                    ids: trace.as_ref().map(|t| (t.trace_id, t.span_id)),
+                };
+                entry.log(shared.access, &span, fields, route, res.status(), elapsed);
+            }
+            let headers = res.headers_mut();
+            headers.insert(request_id::HEADER.clone(), id);
+            if shared.health.is_draining() {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Ok(res)
         })

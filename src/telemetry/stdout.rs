@@ -163,6 +163,11 @@ fn shared() -> &'static Shared {
     })
 }
 
+/// Appends whole lines (each ending in `\n`) to the output, as the log layer does.
+pub fn append(lines: &[u8]) {
+    shared().append(lines);
+}
+
 /// Writes out whatever is buffered or queued.
 pub fn flush() {
     if let Some(s) = SHARED.get() {
