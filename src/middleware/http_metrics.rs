@@ -21,9 +21,10 @@ struct Series {
     duration: Histogram,
 }
 
-/// Registered series by route, then by (method, status) in a short list.
+/// Registered series by route (templates chosen by the code, so a fast hash will do), then by
+/// (method, status) in a short list.
 pub struct HttpMetrics {
-    series: RwLock<HashMap<Box<str>, Vec<Series>>>,
+    series: RwLock<HashMap<Box<str>, Vec<Series>, foldhash::fast::RandomState>>,
     in_flight: Gauge,
 }
 

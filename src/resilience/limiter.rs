@@ -16,7 +16,9 @@
 //! are indistinguishable from new ones) and must run on a timer.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::quality::RandomState;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -142,22 +144,29 @@ impl Global {
 /// Enough shards that two workers rarely contend for one lock.
 const SHARDS: usize = 16;
 
-/// Per-client buckets: TATs by client, in shards of their own lock each.
+/// Per-client buckets: TATs by client, in shards of their own lock each. Keys are hashed with
+/// foldhash, seeded per process (clients choose their addresses, so the seed matters; SipHash,
+/// the std default, cost more than the rest of a check, twice per policy).
 #[derive(Debug)]
 struct Buckets {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<ClientKey, u64>>]>,
+    shards: Box<[Mutex<HashMap<ClientKey, u64, RandomState>>]>,
 }
 
 impl Buckets {
     fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
         }
     }
 
-    fn shard(&self, key: &ClientKey) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64>> {
+    fn shard(
+        &self,
+        key: &ClientKey,
+    ) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64, RandomState>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         // Every update is a single insert or remove, so a poisoned shard is still consistent.
         self.shards[index]
