@@ -18,7 +18,7 @@ use axum::response::Response;
 
 use crate::context::{Exported, HTTP_TARGET, SpanId, TraceId};
 use crate::telemetry::metrics::method_label;
-use crate::telemetry::traces::{self, Detail, ServerSpan, SpanRecord};
+use crate::telemetry::traces::{self, Detail, RequestTexts, ServerSpan, SpanRecord};
 
 /// The W3C `traceparent` header (a constant name: one made from a string per response would
 /// copy it).
@@ -149,14 +149,11 @@ fn record(
         end: now,
         detail: Detail::Server(ServerSpan {
             method: method_label(req.method()),
-            route: route.to_owned(),
-            path: req.uri().path().to_owned(),
-            host: host.to_owned(),
+            texts: RequestTexts::new(route, req.uri().path(), host, header(USER_AGENT)),
             client: req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(a)| a.ip()),
-            user_agent: header(USER_AGENT).to_owned(),
             status: 0,
         }),
     }

@@ -84,6 +84,8 @@ fn nested(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
 pub(super) enum Value<'a> {
     Str(&'a str),
     Int(i64),
+    /// An address, written as text (an IPv4 one without `core::fmt`: one on every span).
+    Ip(std::net::IpAddr),
     Display(&'a dyn std::fmt::Display),
 }
 
@@ -95,6 +97,18 @@ pub(super) fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: &Value
             Value::Str(s) => bytes(any, 1, s.as_bytes()),
             // int64 is written as its two's complement varint.
             Value::Int(i) => uint(any, 3, *i as u64),
+            Value::Ip(std::net::IpAddr::V4(ip)) => nested(any, 1, |s| {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push(b'.');
+                    }
+                    s.extend_from_slice(digits.format(octet).as_bytes());
+                }
+            }),
+            Value::Ip(ip) => nested(any, 1, |s| {
+                let _ = write!(s, "{ip}");
+            }),
             Value::Display(d) => nested(any, 1, |s| {
                 let _ = write!(s, "{d}");
             }),
@@ -153,7 +167,7 @@ fn span(b: &mut Vec<u8>, s: &SpanRecord) {
         bytes(b, 4, &parent.0);
     }
     let (first, second) = match &s.detail {
-        Detail::Server(d) => (d.method, d.route.as_str()),
+        Detail::Server(d) => (d.method, d.texts.route()),
         Detail::Client(d) => (d.operation, d.collection),
     };
     nested(b, 5, |name| {
@@ -173,17 +187,19 @@ fn span(b: &mut Vec<u8>, s: &SpanRecord) {
     let error = match &s.detail {
         Detail::Server(d) => {
             attribute(b, 9, "http.request.method", &Value::Str(d.method));
-            attribute(b, 9, "http.route", &Value::Str(&d.route));
-            attribute(b, 9, "url.path", &Value::Str(&d.path));
+            attribute(b, 9, "http.route", &Value::Str(d.texts.route()));
+            attribute(b, 9, "url.path", &Value::Str(d.texts.path()));
             attribute(b, 9, "url.scheme", &Value::Str("http"));
-            if !d.host.is_empty() {
-                attribute(b, 9, "server.address", &Value::Str(&d.host));
+            let host = d.texts.host();
+            if !host.is_empty() {
+                attribute(b, 9, "server.address", &Value::Str(host));
             }
-            if let Some(ip) = &d.client {
-                attribute(b, 9, "client.address", &Value::Display(ip));
+            if let Some(ip) = d.client {
+                attribute(b, 9, "client.address", &Value::Ip(ip));
             }
-            if !d.user_agent.is_empty() {
-                attribute(b, 9, "user_agent.original", &Value::Str(&d.user_agent));
+            let user_agent = d.texts.user_agent();
+            if !user_agent.is_empty() {
+                attribute(b, 9, "user_agent.original", &Value::Str(user_agent));
             }
             attribute(
                 b,

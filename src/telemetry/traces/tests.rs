@@ -22,11 +22,13 @@ fn server(status: u16, user_agent: &str) -> SpanRecord {
         end: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_223_456_789),
         detail: Detail::Server(ServerSpan {
             method: "GET",
-            route: "/api/v1/orders/{id}".into(),
-            path: "/api/v1/orders/0199".into(),
-            host: "orders.example".into(),
+            texts: RequestTexts::new(
+                "/api/v1/orders/{id}",
+                "/api/v1/orders/0199",
+                "orders.example",
+                user_agent,
+            ),
             client: Some("10.1.2.3".parse().unwrap()),
-            user_agent: user_agent.into(),
             status,
         }),
     }
@@ -138,6 +140,67 @@ fn spans_encode_to_the_otlp_messages_a_collector_decodes() {
     assert!(value(&ok.attributes, "error.type").is_none());
     assert!(ok.status.is_none(), "no error, no status");
     assert_eq!(ok.trace_state, "");
+}
+
+#[test]
+fn each_text_attribute_is_its_own_part_and_empty_ones_are_left_out() {
+    for (route, path, host, agent) in [
+        ("/r", "/p/1", "h", "a"),
+        ("", "", "", ""),
+        (
+            "/api/v2/orders",
+            "/api/v2/orders",
+            "",
+            "Mozilla/5.0 (X11) é",
+        ),
+        ("", "/only-path", "host.example", ""),
+    ] {
+        let texts = RequestTexts::new(route, path, host, agent);
+        assert_eq!(
+            (
+                texts.route(),
+                texts.path(),
+                texts.host(),
+                texts.user_agent()
+            ),
+            (route, path, host, agent)
+        );
+        let mut span = server(200, "");
+        if let Detail::Server(d) = &mut span.detail {
+            d.texts = texts;
+        }
+        let req = decode(&[span]);
+        let attrs = &req.resource_spans[0].scope_spans[0].spans[0].attributes;
+        assert_eq!(text(attrs, "http.route"), route);
+        assert_eq!(text(attrs, "url.path"), path);
+        assert_eq!(value(attrs, "server.address").is_some(), !host.is_empty());
+        assert_eq!(
+            value(attrs, "user_agent.original").is_some(),
+            !agent.is_empty()
+        );
+        if !agent.is_empty() {
+            assert_eq!(text(attrs, "user_agent.original"), agent);
+        }
+    }
+}
+
+#[test]
+fn client_addresses_are_written_as_their_usual_text() {
+    for ip in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.0.20.100",
+        "::1",
+        "2001:db8::ff00:42:8329",
+    ] {
+        let mut span = server(200, "");
+        if let Detail::Server(d) = &mut span.detail {
+            d.client = Some(ip.parse().unwrap());
+        }
+        let req = decode(&[span]);
+        let attrs = &req.resource_spans[0].scope_spans[0].spans[0].attributes;
+        assert_eq!(text(attrs, "client.address"), ip);
+    }
 }
 
 #[test]
