@@ -156,6 +156,54 @@ fn access_log_lines_are_json_with_every_field_and_no_secrets() {
     }
 }
 
+/// The log filter decides whether a request's access line is written, at start and after a
+/// change while running (the line is written without going through the subscriber).
+#[test]
+fn the_log_filter_keeps_access_lines_out_until_a_change_lets_them_in() {
+    let mut app = start(&[
+        ("APP_LOG__LEVEL", "info,access=off"),
+        ("APP_AUTH__ENABLED", "false"),
+    ]);
+    eventually("ready", || get_status(app.ops, "/readyz").ok() == Some(200));
+    let get = |id: &str| {
+        http(
+            app.api,
+            &format!(
+                "GET /api/v1/orders/0190b8a0-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: t\r\n\
+                 X-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+    assert!(get("quiet-1").starts_with("HTTP/1.1 404"));
+    let body = r#"{"filter":"info","ttl":"10m"}"#;
+    let set = http(
+        app.ops,
+        &format!(
+            "PUT /log-level HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    assert!(set.starts_with("HTTP/1.1 200"), "{set}");
+    assert!(get("loud-1").starts_with("HTTP/1.1 404"));
+    // Lines leave in order: the first request's line, had it been written, comes first.
+    let quiet = |l: &Value| l["target"] == "access" && l["request_id"] == "quiet-1";
+    let loud = wait_line(&app.lines, |l| {
+        assert!(!quiet(l), "filtered out, yet written: {l}");
+        l["target"] == "access" && l["request_id"] == "loud-1"
+    });
+    assert_eq!(loud["status"], 404);
+    let pid = app.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert_eq!(app.child.wait().unwrap().code(), Some(0));
+    for line in app.lines.try_iter() {
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert!(!quiet(&line), "filtered out, yet written: {line}");
+    }
+}
+
 /// A failure on our side is logged once, by the layer that logs requests: at WARN for a
 /// database that is down, in the request's span (its request id), with the cause the client
 /// is not told, and before the access line of the same request.
