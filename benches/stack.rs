@@ -10,7 +10,11 @@
 //!   process's Prometheus recorder: looked up by labels built per request, and through handles
 //!   kept per series, as the HTTP metrics layer records them.
 //! - `access_log/*`: one access event inside a request span, formatted as a JSON line by the
-//!   service's formatter and written to `std::io::sink()`.
+//!   service's formatter and written to `std::io::sink()`; and the same line as the service
+//!   writes it with JSON logs, without a dispatch (`Entry::json_line`, into a reused buffer).
+//!
+//! The `stack/*` variants send the access event through the subscriber: the line written
+//! without a dispatch goes to the process's stdout, which a bench cannot have.
 //!
 //! A process-wide subscriber like the service's JSON one (span fields layer, JSON lines, `info`
 //! filter) is installed first, writing to `std::io::sink()`, so the access log pays for
@@ -33,8 +37,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode};
 use orders_api::config::{LoadOptions, Settings};
 use orders_api::middleware::Stack;
+use orders_api::middleware::access_log::Entry;
 use orders_api::state::{AppState, Health};
 use orders_api::store::Store;
+use orders_api::telemetry::logs::direct::SpanFields;
+use orders_api::telemetry::traces;
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
@@ -371,6 +378,34 @@ fn access_log(c: &mut Criterion) {
                 user_agent = "bench",
                 "request completed"
             );
+        });
+    });
+    let entry = Entry::new(
+        &http::Method::GET,
+        &"/api/v1/orders/019ab1c2-0000-7000-8000-000000000000"
+            .parse()
+            .expect("a valid URI"),
+        Some(Ipv4Addr::LOCALHOST.into()),
+        Some(&http::HeaderValue::from_static("bench")),
+        None,
+    );
+    let fields = SpanFields {
+        request_id: "019ab1c2-0000-7000-8000-000000000000",
+        ids: Some((traces::new_trace_id(), traces::new_span_id())),
+    };
+    let mut line = Vec::with_capacity(512);
+    group.bench_function("JSON access line, written without a dispatch", |b| {
+        b.iter(|| {
+            line.clear();
+            entry.json_line(
+                &mut line,
+                false,
+                fields,
+                "/api/v1/orders/{id}",
+                StatusCode::OK,
+                Duration::from_micros(250),
+            );
+            std::hint::black_box(&line);
         });
     });
     group.finish();

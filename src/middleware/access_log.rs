@@ -72,7 +72,31 @@ impl Entry {
             Level::Debug => true,
             Level::Off => return,
         };
-        let members = Members {
+        let members = self.members(route, status, elapsed);
+        match direct::gate(debug) {
+            Gate::Skip => {}
+            Gate::Write => direct::write_access(debug, fields, |out| members.write(out)),
+            Gate::Dispatch => span.in_scope(|| members.dispatch(debug)),
+        }
+    }
+
+    /// Appends the JSON line [`Entry::log`] writes when it writes the line itself (DEBUG or
+    /// INFO), whatever the log filter says.
+    pub fn json_line(
+        &self,
+        out: &mut Vec<u8>,
+        debug: bool,
+        fields: SpanFields<'_>,
+        route: &str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let members = self.members(route, status, elapsed);
+        direct::access_line(out, debug, fields, |out| members.write(out));
+    }
+
+    fn members<'a>(&'a self, route: &'a str, status: StatusCode, elapsed: Duration) -> Members<'a> {
+        Members {
             entry: self,
             route,
             status: status.as_u16(),
@@ -82,11 +106,6 @@ impl Entry {
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default(),
-        };
-        match direct::gate(debug) {
-            Gate::Skip => {}
-            Gate::Write => direct::write_access(debug, fields, |out| members.write(out)),
-            Gate::Dispatch => span.in_scope(|| members.dispatch(debug)),
         }
     }
 }
