@@ -21,6 +21,8 @@ mod resilience;
 mod rollout;
 mod support;
 mod telemetry;
+#[cfg(feature = "otlp-grpc")]
+mod telemetry_grpc;
 mod v1_contract;
 mod v2;
 mod validation;

@@ -311,7 +311,8 @@ async fn metrics_have_real_buckets_and_one_series_per_route_method_status() {
     assert_eq!(api.status(), 404);
 }
 
-type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+/// The export requests a test collector decoded.
+pub(crate) type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
 
 /// An OTLP/HTTP receiver decoding real protobuf; returns its address and what it received.
 async fn receiver() -> (std::net::SocketAddr, Received) {
@@ -330,7 +331,7 @@ async fn receiver() -> (std::net::SocketAddr, Received) {
     (addr, store)
 }
 
-fn spans(received: &Received) -> Vec<(Vec<KeyValue>, Span)> {
+pub(crate) fn spans(received: &Received) -> Vec<(Vec<KeyValue>, Span)> {
     let mut out = Vec::new();
     for req in received.lock().unwrap().iter() {
         for rs in &req.resource_spans {
@@ -355,21 +356,36 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
         .and_then(|v: &AnyValue| v.value.as_ref())
 }
 
-fn str_attr(attrs: &[KeyValue], key: &str) -> String {
+pub(crate) fn str_attr(attrs: &[KeyValue], key: &str) -> String {
     match attr(attrs, key) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         other => panic!("{key}: {other:?}"),
     }
 }
 
-fn int_attr(attrs: &[KeyValue], key: &str) -> i64 {
+pub(crate) fn int_attr(attrs: &[KeyValue], key: &str) -> i64 {
     match attr(attrs, key) {
         Some(any_value::Value::IntValue(i)) => *i,
         other => panic!("{key}: {other:?}"),
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// GET of an order that does not exist: the 404 response.
+pub(crate) async fn get_missing_order(http: &reqwest::Client, app: &Running) -> reqwest::Response {
+    let missing = http
+        .get(format!(
+            "http://{}/api/v1/orders/{}",
+            app.api,
+            uuid::Uuid::now_v7()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    missing
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -405,16 +421,7 @@ async fn spans_join_the_callers_trace_carry_attributes_and_match_the_logs() {
         .to_str()
         .unwrap()
         .to_string();
-    let missing = http
-        .get(format!(
-            "http://{}/api/v1/orders/{}",
-            app.api,
-            uuid::Uuid::now_v7()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    let missing = get_missing_order(&http, &app).await;
     let problem: Value = missing.json().await.unwrap();
 
     let access = wait_line(&app.lines, |l| {

@@ -156,7 +156,14 @@ mod grpc {
                     .unary::<Bytes, (), Raw>(request, PathAndQuery::from_static(EXPORT), Raw)
                     .await
                     .map(drop)
-                    .map_err(|status| status.to_string())
+                    .map_err(|status| {
+                        let code = status.code();
+                        format!(
+                            "gRPC status {} ({code:?}): {}",
+                            code as i32,
+                            status.message()
+                        )
+                    })
             })
         }
     }
