@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
@@ -74,6 +75,13 @@ impl Connector {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(from_sqlite)?;
         conn.busy_timeout(self.busy_timeout).map_err(from_sqlite)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The bundled SQLite (3.50) reads a bound `LIMIT` while planning, and then re-prepare the
+        // statement every time that parameter is bound anew: a cached list statement was
+        // parsed and planned again on every page. The query planner stability guarantee keeps
+        // bound values out of planning (nothing here relies on them: no LIKE on a parameter,
+        // no STAT4), so a cached statement stays prepared.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(from_sqlite)?;
         conn.execute_batch("PRAGMA foreign_keys = ON")
             .map_err(from_sqlite)?;
         Ok(conn)

@@ -327,3 +327,36 @@ async fn kept_snapshots_see_every_acknowledged_write_and_free_the_wal() {
     assert_eq!(log, checkpointed, "an idle snapshot pinned the WAL");
     store.close().await;
 }
+
+/// A cached list statement is planned once: binding another `LIMIT` (every page does) does not
+/// make SQLite parse and plan it again.
+#[tokio::test]
+async fn a_cached_list_statement_is_not_prepared_again_for_each_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(dir.path(), &[])).unwrap();
+    store.migrate().await.unwrap();
+    let filter = ListFilter::default();
+    let after = Position {
+        created_at: Utc::now(),
+        id: Uuid::nil(),
+    };
+    // A v2 first page, a v2 later page, a v1 page: each with three page sizes in turn.
+    let shapes: [&dyn Fn(i64) -> sql::Query; 3] = [
+        &|limit| sql::list(&filter, None, limit, None),
+        &|limit| sql::list(&filter, Some(after), limit, None),
+        &|limit| sql::list(&filter, None, limit, Some(limit * 2)),
+    ];
+    for shape in shapes {
+        let reprepared = store
+            .read(|c| {
+                for limit in [5, 21, 101, 5] {
+                    rows(c, &shape(limit))?;
+                }
+                let stmt = c.prepare_cached(&shape(1).sql).map_err(from_sqlite)?;
+                Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .unwrap();
+        assert_eq!(reprepared, 0, "{}", shape(1).sql);
+    }
+    store.close().await;
+}
