@@ -3,6 +3,7 @@
 
 mod money;
 mod status;
+pub mod timestamp;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

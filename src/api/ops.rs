@@ -106,10 +106,7 @@ async fn readyz(
         .await;
     let mut database = Check::new("database", db.result);
     database.latency_ms = Some(db.latency.as_secs_f64() * 1000.0);
-    database.checked_at = Some(
-        db.checked_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    );
+    database.checked_at = Some(crate::orders::timestamp::format(db.checked_at));
     let shutdown = if health.is_draining() {
         Err("draining: shutting down".to_string())
     } else {

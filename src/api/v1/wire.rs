@@ -49,9 +49,7 @@ pub struct ItemV1 {
 
 impl From<&Order> for OrderV1 {
     fn from(o: &Order) -> Self {
-        let ts = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        };
+        let ts = crate::orders::timestamp::format;
         Self {
             id: o.id,
             customer_id: o.customer_id.as_str().to_string(),

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -77,7 +77,7 @@ pub struct ItemV2 {
 
 /// RFC 3339, UTC, microseconds: the precision both databases keep.
 pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    crate::orders::timestamp::format(t)
 }
 
 impl From<&Order> for OrderV2 {

@@ -1,7 +1,7 @@
 //! Rows in and out of SQLite: the order INSERT, a built query's rows, timestamps as fixed-width
 //! text, and what a SQLite error means.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 use uuid::Uuid;
@@ -61,12 +61,12 @@ pub(super) fn params(q: &Query) -> rusqlite::ParamsFromIter<Vec<Value>> {
 
 /// Fixed width (microseconds, `Z`) so that text order is time order.
 pub(super) fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    crate::orders::timestamp::format(t)
 }
 
 /// A stored timestamp, if it is one.
 pub(super) fn timestamp_of(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+    crate::orders::timestamp::parse(text)
 }
 
 /// A row, as far as SQLite can tell; the caller decodes the domain (a bad value is a corrupt
