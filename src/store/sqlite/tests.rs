@@ -360,3 +360,58 @@ async fn a_cached_list_statement_is_not_prepared_again_for_each_page() {
     }
     store.close().await;
 }
+
+/// Every listing, whatever its filters, walks an index in the listing's order: no page sorts
+/// the matching rows first (a keyset page costs its size, not the table's), and no count reads
+/// the table's rows. The store's own connection plans them, with its settings.
+#[tokio::test]
+async fn every_listing_walks_an_index_in_order() {
+    use crate::orders::{CustomerId, OrderStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&settings(dir.path(), &[])).unwrap();
+    store.migrate().await.unwrap();
+    let now = Utc::now();
+    let after = Position {
+        created_at: now,
+        id: Uuid::nil(),
+    };
+    let mut checked = 0;
+    for set in 0..16u8 {
+        let filter = ListFilter {
+            status: (set & 1 != 0).then_some(OrderStatus::Paid),
+            customer_id: (set & 2 != 0).then(|| CustomerId::parse("c-1").unwrap()),
+            created_from: (set & 4 != 0).then_some(now),
+            created_to: (set & 8 != 0).then_some(now),
+        };
+        let queries = [
+            sql::list(&filter, None, 20, None),
+            sql::list(&filter, Some(after), 20, None),
+            sql::list(&filter, None, 20, Some(40)),
+            sql::count(&filter, 10_000),
+        ];
+        for q in queries {
+            let plan = store
+                .read(|c| {
+                    let mut s = c
+                        .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql))
+                        .map_err(from_sqlite)?;
+                    let steps = s
+                        .query_map(params(&q), |r| r.get::<_, String>(3))
+                        .map_err(from_sqlite)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(from_sqlite)?;
+                    Ok(steps.join(" | "))
+                })
+                .unwrap();
+            assert!(!plan.contains("TEMP B-TREE"), "{}: {plan}", q.sql);
+            assert!(
+                plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
+                "{}: {plan}",
+                q.sql
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 64);
+    store.close().await;
+}
