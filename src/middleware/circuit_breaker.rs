@@ -85,13 +85,12 @@ impl Call {
                 permit.abandon();
             }
             Some(failed) => {
-                let slow = permit.elapsed() > permit.slow_call_duration();
+                let slow = permit.record(failed);
                 count(match (failed, slow) {
                     (true, _) => "failure",
                     (false, true) => "slow",
                     (false, false) => "success",
                 });
-                permit.record(failed);
             }
         }
     }

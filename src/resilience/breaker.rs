@@ -157,22 +157,14 @@ impl Permit {
         self.deadline.as_ref().is_some_and(Deadline::expired)
     }
 
-    /// Time since admission.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Calls slower than this are slow.
-    pub fn slow_call_duration(&self) -> Duration {
-        self.breaker.cfg.load().slow_call_duration
-    }
-
-    /// Reports the call's result; slowness is measured from admission.
-    pub fn record(mut self, failed: bool) {
+    /// Reports the call's result; slowness is measured from admission. Returns whether the
+    /// call was slow.
+    pub fn record(mut self, failed: bool) -> bool {
         self.done = true;
         let slow = self.started.elapsed() > self.breaker.cfg.load().slow_call_duration;
         self.breaker
             .on_result(self.generation, Outcome { failed, slow });
+        slow
     }
 }
 
@@ -272,22 +264,23 @@ impl Breaker {
         if generation != inner.generation {
             return;
         }
+        // Once per result: every call of a busy service comes through here.
+        let cfg = self.cfg.load();
         match inner.phase {
             Phase::Closed => {
                 inner.calls.push(outcome);
-                while inner.calls.len() > self.cfg.load().window {
+                while inner.calls.len() > cfg.window {
                     inner.calls.pop_front();
                 }
-                let cfg = self.cfg.load();
                 let needed = cfg.minimum_calls.min(cfg.window).max(1);
-                if inner.calls.len() >= needed && self.trips(&inner.calls) {
+                if inner.calls.len() >= needed && Self::trips(&cfg, &inner.calls) {
                     self.open(&mut inner);
                 }
             }
             Phase::HalfOpen { .. } => {
                 inner.calls.push(outcome);
-                if inner.calls.len() >= self.cfg.load().half_open_calls {
-                    if self.trips(&inner.calls) {
+                if inner.calls.len() >= cfg.half_open_calls {
+                    if Self::trips(&cfg, &inner.calls) {
                         self.open(&mut inner);
                     } else {
                         inner.openings = 0;
@@ -310,9 +303,8 @@ impl Breaker {
         }
     }
 
-    fn trips(&self, calls: &Window) -> bool {
+    fn trips(cfg: &BreakerConfig, calls: &Window) -> bool {
         let n = calls.len() as f64;
-        let cfg = self.cfg.load();
         calls.failed as f64 * 100.0 / n >= cfg.failure_rate_threshold
             || calls.slow as f64 * 100.0 / n >= cfg.slow_call_rate_threshold
     }

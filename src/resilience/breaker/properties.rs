@@ -80,12 +80,12 @@ async fn run(cfg: BreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rejected.retry_after
                 ),
             },
-            Op::Succeed(i) => take(&mut held, i)
-                .into_iter()
-                .for_each(|(p, _)| p.record(false)),
-            Op::Fail(i) => take(&mut held, i)
-                .into_iter()
-                .for_each(|(p, _)| p.record(true)),
+            Op::Succeed(i) => take(&mut held, i).into_iter().for_each(|(p, _)| {
+                p.record(false);
+            }),
+            Op::Fail(i) => take(&mut held, i).into_iter().for_each(|(p, _)| {
+                p.record(true);
+            }),
             Op::Abandon(i) => drop(take(&mut held, i)),
             Op::TimeOut(i) => {
                 if let Some((p, deadline)) = take(&mut held, i) {
