@@ -75,11 +75,13 @@ impl Connector {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(from_sqlite)?;
         conn.busy_timeout(self.busy_timeout).map_err(from_sqlite)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // The bundled SQLite (3.50) reads a bound `LIMIT` while planning, and then re-prepare the
-        // statement every time that parameter is bound anew: a cached list statement was
+        // The bundled SQLite (3.50) reads a bound `LIMIT` while planning, and then re-prepares
+        // the statement every time that parameter is bound anew: a cached list statement was
         // parsed and planned again on every page. The query planner stability guarantee keeps
-        // bound values out of planning (nothing here relies on them: no LIKE on a parameter,
-        // no STAT4), so a cached statement stays prepared.
+        // bound values out of planning, so a cached statement stays prepared. Nothing here
+        // relies on them: no LIKE on a parameter, no partial index, no STAT4 samples (nothing
+        // runs ANALYZE). Without the LIMIT's value a sort may look cheaper to the planner;
+        // `every_listing_walks_an_index_in_order` checks that no listing sorts.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(from_sqlite)?;
         conn.execute_batch("PRAGMA foreign_keys = ON")
