@@ -27,9 +27,9 @@ use uuid::Uuid;
 use super::sql;
 use super::{OrderRow, PoolStats, StoreError};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
-use crate::orders::{ListFilter, Order, OrderStatus, Position};
+use crate::orders::{ListFilter, Order, OrderStatus, Position, timestamp};
 
-use rows::{decode, from_sqlite, insert, params, rows, timestamp, timestamp_of};
+use rows::{decode, from_sqlite, insert, params, rows};
 
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 32;
@@ -296,7 +296,7 @@ impl SqliteStore {
                     .and_then(|mut st| {
                         st.execute(rusqlite::params![
                             status.as_str(),
-                            timestamp(now),
+                            timestamp::format(now),
                             id.hyphenated().to_string(),
                             version
                         ])

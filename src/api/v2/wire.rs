@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use crate::api::openapi::{currency, customer_id, order_status, sku};
 use crate::error::ApiError;
 use crate::orders::{
     Currency, CustomerId, LineItem, ListFilter, MAX_ITEMS, MAX_UNIT_PRICE_MINOR, NewOrder, Order,
-    OrderStatus, Position, Quantity, Sku,
+    OrderStatus, Position, Quantity, Sku, timestamp,
 };
 
 /// Default page size.
@@ -75,11 +75,6 @@ pub struct ItemV2 {
     unit_price: Money,
 }
 
-/// RFC 3339, UTC, microseconds: the precision both databases keep.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    crate::orders::timestamp::format(t)
-}
-
 impl From<&Order> for OrderV2 {
     fn from(o: &Order) -> Self {
         Self {
@@ -96,8 +91,8 @@ impl From<&Order> for OrderV2 {
                 })
                 .collect(),
             total: Money::new(o.total_minor, o.currency),
-            created_at: timestamp(o.created_at),
-            updated_at: timestamp(o.updated_at),
+            created_at: timestamp::format(o.created_at),
+            updated_at: timestamp::format(o.updated_at),
             version: o.version,
         }
     }
@@ -300,10 +295,10 @@ pub fn query_string(q: &ListQuery, cursor: Option<&str>) -> String {
     }
     // RFC 3339 in UTC with `Z`: no `+` that a query string would need escaped.
     if let Some(t) = f.created_from {
-        parts.push(format!("created_from={}", timestamp(t)));
+        parts.push(format!("created_from={}", timestamp::format(t)));
     }
     if let Some(t) = f.created_to {
-        parts.push(format!("created_to={}", timestamp(t)));
+        parts.push(format!("created_to={}", timestamp::format(t)));
     }
     if let Some(c) = cursor {
         parts.push(format!("cursor={c}"));

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use rusqlite::OptionalExtension;
 
-use super::{SqliteStore, from_sqlite, insert, timestamp};
+use super::{SqliteStore, from_sqlite, insert};
 use crate::idempotency::{Hold, Render, StoredResponse};
 use crate::orders::Order;
+use crate::orders::timestamp;
 use crate::store::idempotency::{ExistingRecord, encode_headers};
 use crate::store::{StoreError, sql};
 
@@ -25,9 +26,9 @@ impl SqliteStore {
                             hold.scope,
                             hold.key.as_str(),
                             hold.fingerprint,
-                            timestamp(hold.locked_until),
-                            timestamp(hold.created_at),
-                            timestamp(hold.expires_at),
+                            timestamp::format(hold.locked_until),
+                            timestamp::format(hold.created_at),
+                            timestamp::format(hold.expires_at),
                         ])
                     })
                     .map_err(from_sqlite)?;
@@ -87,7 +88,7 @@ impl SqliteStore {
                             response.body,
                             hold.scope,
                             hold.key.as_str(),
-                            timestamp(hold.created_at),
+                            timestamp::format(hold.created_at),
                         ])
                     })
                     .map_err(from_sqlite)?;
@@ -116,7 +117,7 @@ impl SqliteStore {
                         st.execute(rusqlite::params![
                             hold.scope,
                             hold.key.as_str(),
-                            timestamp(hold.created_at),
+                            timestamp::format(hold.created_at),
                         ])
                     })
                     .map_err(from_sqlite)?;
@@ -135,7 +136,7 @@ impl SqliteStore {
                 let purged = s
                     .conn
                     .prepare_cached(&sql::purge_keys("rowid"))
-                    .and_then(|mut st| st.execute(rusqlite::params![timestamp(now), batch]))
+                    .and_then(|mut st| st.execute(rusqlite::params![timestamp::format(now), batch]))
                     .map_err(from_sqlite)?;
                 Ok(u64::try_from(purged).unwrap_or_default())
             })

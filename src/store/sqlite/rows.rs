@@ -1,12 +1,12 @@
-//! Rows in and out of SQLite: the order INSERT, a built query's rows, timestamps as fixed-width
-//! text, and what a SQLite error means.
+//! Rows in and out of SQLite: the order INSERT, a built query's rows (times as the fixed-width
+//! text of [`crate::orders::timestamp`], so that text order is time order), and what a SQLite
+//! error means.
 
-use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 use uuid::Uuid;
 
-use crate::orders::Order;
+use crate::orders::{Order, timestamp};
 use crate::store::sql::{Param, Query};
 use crate::store::{OrderRow, StoreError};
 
@@ -24,8 +24,8 @@ pub(super) fn insert(conn: &Connection, o: &Order, items: &str) -> Result<(), St
             items,
             o.total_minor,
             o.status.as_str(),
-            timestamp(o.created_at),
-            timestamp(o.updated_at),
+            timestamp::format(o.created_at),
+            timestamp::format(o.updated_at),
             o.version,
         ])
     })
@@ -52,21 +52,11 @@ pub(super) fn params(q: &Query) -> rusqlite::ParamsFromIter<Vec<Value>> {
             .map(|p| match p {
                 Param::Text(s) => Value::Text(s.clone()),
                 Param::Int(n) => Value::Integer(*n),
-                Param::Time(t) => Value::Text(timestamp(*t)),
+                Param::Time(t) => Value::Text(timestamp::format(*t)),
                 Param::Id(id) => Value::Text(id.hyphenated().to_string()),
             })
             .collect(),
     )
-}
-
-/// Fixed width (microseconds, `Z`) so that text order is time order.
-pub(super) fn timestamp(t: DateTime<Utc>) -> String {
-    crate::orders::timestamp::format(t)
-}
-
-/// A stored timestamp, if it is one.
-pub(super) fn timestamp_of(text: &str) -> Option<DateTime<Utc>> {
-    crate::orders::timestamp::parse(text)
 }
 
 /// A row, as far as SQLite can tell; the caller decodes the domain (a bad value is a corrupt
@@ -89,7 +79,7 @@ pub(super) fn decode(r: &Row<'_>) -> rusqlite::Result<Result<OrderRow, StoreErro
             reason,
         };
         let time = |col: &str, text: &str| {
-            timestamp_of(text).ok_or_else(|| corrupt(format!("{col}: {text:?}")))
+            timestamp::parse(text).ok_or_else(|| corrupt(format!("{col}: {text:?}")))
         };
         let (customer_id, currency, items, total_minor, status, version) = fields;
         Ok(OrderRow {

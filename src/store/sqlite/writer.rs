@@ -22,7 +22,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::readers::Readers;
-use super::{Connector, from_sqlite, timestamp_of};
+use super::{Connector, from_sqlite};
 use crate::store::{StoreError, commit_time, sql};
 
 /// Most jobs committed together.
@@ -45,7 +45,7 @@ impl Session<'_> {
                 .prepare_cached(sql::NEWEST_CREATED_AT)
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(from_sqlite)?;
-            self.clock.newest = Some(newest.as_deref().and_then(timestamp_of));
+            self.clock.newest = Some(newest.as_deref().and_then(crate::orders::timestamp::parse));
         }
         let newest = self.clock.newest.flatten();
         let at = commit_time(crate::orders::now(), newest);
