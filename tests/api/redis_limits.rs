@@ -737,15 +737,27 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// A free port, for a server that starts later.
+    fn free_port() -> Option<u16> {
+        Some(
+            TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port(),
+        )
+    }
+
     fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        Self::on(Self::free_port()?, &[])
+    }
+
+    /// redis-server on `port`, with `settings` (`--name value` pairs) on its command line.
+    fn on(port: u16, settings: &[&str]) -> Option<Self> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(settings)
             .stdout(Stdio::null())
             .spawn()
             .ok()?;
@@ -928,4 +940,52 @@ fn a_redis_that_may_evict_buckets_is_reported_and_one_that_cannot_is_not() {
     drop(app);
     drop(_never);
     drop(evicting);
+}
+
+#[test]
+fn a_redis_that_comes_up_after_the_service_is_reported_within_seconds() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(port) = OwnRedis::free_port() else {
+        panic!("no free port");
+    };
+    // Nothing listens yet: the first reading gets no answer (said at debug level).
+    let mut app = instance(
+        &format!("redis://127.0.0.1:{port}"),
+        &prefix(),
+        &[(
+            "APP_LOG__LEVEL",
+            "info,orders_api::resilience::redis_limiter::eviction=debug",
+        )],
+    );
+    wait_line(&app.lines, |l| {
+        l["message"] == "cannot read Redis's eviction policy (INFO memory)"
+            || l["message"] == "no answer from Redis to INFO memory"
+    });
+    let verdicts = |text: String| {
+        text.lines()
+            .filter(|l| l.starts_with("rate_limit_redis_may_evict "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verdicts(scrape(app.ops)), Vec::<String>::new());
+    let Some(_redis) = OwnRedis::on(
+        port,
+        &["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"],
+    ) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server must be installed when CI=true"
+        );
+        eprintln!("NOTICE: late-Redis test skipped: no redis-server binary");
+        return;
+    };
+    // Asked again 1, 2, 4, 8 s apart: well before the five-minute reading.
+    let warning = wait_line(&app.lines, |l| {
+        l["level"] == "WARN" && l["maxmemory_policy"] == "allkeys-lru"
+    });
+    assert_eq!(warning["maxmemory"], 1u64 << 30, "{warning}");
+    assert_eq!(verdicts(scrape(app.ops)), ["rate_limit_redis_may_evict 1"]);
+    assert_eq!(app.terminate(), Some(0));
 }

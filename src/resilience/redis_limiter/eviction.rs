@@ -3,8 +3,9 @@
 //! TTL, which is all of them), and an evicted bucket is a full one: its client gets a fresh
 //! burst. Under `noeviction` a full Redis fails the calls instead, and the fallback decides.
 //! Read from `INFO memory` (which managed Redis services allow where `CONFIG` is renamed) at
-//! start and every [`EVERY`] on a connection of its own; shown as `rate_limit_redis_may_evict`
-//! and warned about when it changes to "may evict".
+//! start and every [`EVERY`] on a connection of its own (sooner, from [`RETRY`] doubling, while
+//! Redis gives no verdict); shown as `rate_limit_redis_may_evict` and warned about when it
+//! changes to "may evict".
 
 use std::time::Duration;
 
@@ -51,27 +52,50 @@ pub(super) fn parse(info: &str) -> Option<Eviction> {
 /// How often the policy is read again: an operator's `CONFIG SET` shows within this.
 pub(super) const EVERY: Duration = Duration::from_secs(300);
 
-/// Reads the policy at once and every [`EVERY`], for as long as the limiter that `alive`
-/// points to exists.
-pub(super) async fn watch<T>(
-    mut conn: ConnectionManager,
-    patience: Duration,
-    alive: WeakSender<T>,
-) {
-    let mut ticks = tokio::time::interval(EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How soon Redis is asked again after it gave no verdict (down, slow, or `INFO` denied):
+/// doubling from this up to [`EVERY`], so that a Redis that was unreachable or busy when the
+/// service started is reported within seconds of answering, not minutes.
+pub(super) const RETRY: Duration = Duration::from_secs(1);
+
+/// Reads the policy at once and every [`EVERY`] (sooner while Redis gives no verdict), for as
+/// long as the limiter that `alive` points to exists.
+pub(super) async fn watch<T>(conn: ConnectionManager, patience: Duration, alive: WeakSender<T>) {
+    // A clone shares the connection: each reading borrows its own handle.
+    let ask = move || {
+        let mut conn = conn.clone();
+        async move { check(&mut conn, patience).await }
+    };
+    poll(ask, alive).await;
+}
+
+/// The schedule of [`watch`], over any way of asking.
+async fn poll<T, F, R>(mut ask: F, alive: WeakSender<T>)
+where
+    F: FnMut() -> R,
+    R: Future<Output = Option<Eviction>>,
+{
     let mut last = None;
+    let mut retry = RETRY;
     loop {
-        ticks.tick().await;
         if alive.upgrade().is_none() {
             return;
         }
-        if let Some(now) = check(&mut conn, patience).await {
-            if last.as_ref() != Some(&now) {
-                report(&now);
+        let wait = match ask().await {
+            Some(now) => {
+                if last.as_ref() != Some(&now) {
+                    report(&now);
+                }
+                last = Some(now);
+                retry = RETRY;
+                EVERY
             }
-            last = Some(now);
-        }
+            None => {
+                let wait = retry;
+                retry = (retry * 2).min(EVERY);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -91,7 +115,10 @@ async fn check(conn: &mut ConnectionManager, patience: Duration) -> Option<Evict
             tracing::debug!(error = %e, "cannot read Redis's eviction policy (INFO memory)");
             None
         }
-        Err(_) => None,
+        Err(_) => {
+            tracing::debug!(?patience, "no answer from Redis to INFO memory");
+            None
+        }
     }
 }
 
@@ -146,6 +173,43 @@ mod tests {
                 })
             );
         }
+    }
+
+    /// Asks at the paused clock's times, answering from `replies` in turn; the limiter goes
+    /// once they run out. Returns the seconds (from the start) at which Redis was asked.
+    async fn asked_at(replies: Vec<Option<Eviction>>) -> Vec<u64> {
+        let start = tokio::time::Instant::now();
+        let (limiter, rx) = tokio::sync::mpsc::channel::<()>(1);
+        let alive = limiter.downgrade();
+        let mut limiter = Some(limiter);
+        let mut replies = replies.into_iter();
+        let mut asked = Vec::new();
+        let ask = || {
+            asked.push(start.elapsed().as_secs());
+            let reply = replies.next();
+            if reply.is_none() {
+                limiter = None;
+            }
+            std::future::ready(reply.flatten())
+        };
+        poll(ask, alive).await;
+        drop(rx);
+        asked
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_verdict_is_asked_again_within_seconds_then_less_and_less_often() {
+        let never = || Some(Eviction::Never);
+        // Down at start: 1, 2, 4 s apart; then every five minutes, and after a failure again
+        // from one second.
+        assert_eq!(
+            asked_at(vec![None, None, None, never(), never(), None, never()]).await,
+            [0, 1, 3, 7, 307, 607, 608, 908]
+        );
+        // A Redis that never answers is asked at most every five minutes.
+        let times = asked_at(vec![None; 12]).await;
+        let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
     }
 
     #[test]
