@@ -950,7 +950,7 @@ fn a_redis_that_comes_up_after_the_service_is_reported_within_seconds() {
     let Some(port) = OwnRedis::free_port() else {
         panic!("no free port");
     };
-    // Nothing listens yet: the first reading gets no answer (said at debug level).
+    // Nothing listens yet: the readings get no answer (said at debug level).
     let mut app = instance(
         &format!("redis://127.0.0.1:{port}"),
         &prefix(),
@@ -981,6 +981,20 @@ fn a_redis_that_comes_up_after_the_service_is_reported_within_seconds() {
         eprintln!("NOTICE: late-Redis test skipped: no redis-server binary");
         return;
     };
+    // The port was free when the service started; make sure it is this redis-server that took
+    // it, not another test's process.
+    let mut check = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .expect("connect to the late redis-server");
+    let (_, policy): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(&mut check)
+        .expect("CONFIG GET on the late redis-server");
+    assert_eq!(
+        policy, "allkeys-lru",
+        "port {port} was taken by another process"
+    );
     // Asked again 1, 2, 4, 8 s apart: well before the five-minute reading.
     let warning = wait_line(&app.lines, |l| {
         l["level"] == "WARN" && l["maxmemory_policy"] == "allkeys-lru"

@@ -4,7 +4,7 @@
 //! burst. Under `noeviction` a full Redis fails the calls instead, and the fallback decides.
 //! Read from `INFO memory` (which managed Redis services allow where `CONFIG` is renamed) at
 //! start and every [`EVERY`] on a connection of its own (sooner, from [`RETRY`] doubling, while
-//! Redis gives no verdict); shown as `rate_limit_redis_may_evict` and warned about when it
+//! Redis does not answer); shown as `rate_limit_redis_may_evict` and warned about when it
 //! changes to "may evict".
 
 use std::time::Duration;
@@ -52,12 +52,25 @@ pub(super) fn parse(info: &str) -> Option<Eviction> {
 /// How often the policy is read again: an operator's `CONFIG SET` shows within this.
 pub(super) const EVERY: Duration = Duration::from_secs(300);
 
-/// How soon Redis is asked again after it gave no verdict (down, slow, or `INFO` denied):
-/// doubling from this up to [`EVERY`], so that a Redis that was unreachable or busy when the
-/// service started is reported within seconds of answering, not minutes.
+/// How soon Redis is asked again after it did not answer (down, or slower than the patience):
+/// doubling from this up to [`EVERY`]. A Redis that was away for a few seconds when the
+/// service started is reported a few seconds after it answers; one away for longer, at most
+/// [`EVERY`] after.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
 
-/// Reads the policy at once and every [`EVERY`] (sooner while Redis gives no verdict), for as
+/// What one reading of `INFO memory` gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reading {
+    /// Both fields: the verdict.
+    Verdict(Eviction),
+    /// Redis answered without a verdict (it lacks the fields, or refuses `INFO`): asking again
+    /// soon would get the same.
+    Mute,
+    /// No answer: not connected, or not within the patience.
+    Silent,
+}
+
+/// Reads the policy at once and every [`EVERY`] (sooner while Redis does not answer), for as
 /// long as the limiter that `alive` points to exists.
 pub(super) async fn watch<T>(conn: ConnectionManager, patience: Duration, alive: WeakSender<T>) {
     // A clone shares the connection: each reading borrows its own handle.
@@ -72,7 +85,7 @@ pub(super) async fn watch<T>(conn: ConnectionManager, patience: Duration, alive:
 async fn poll<T, F, R>(mut ask: F, alive: WeakSender<T>)
 where
     F: FnMut() -> R,
-    R: Future<Output = Option<Eviction>>,
+    R: Future<Output = Reading>,
 {
     let mut last = None;
     let mut retry = RETRY;
@@ -81,7 +94,7 @@ where
             return;
         }
         let wait = match ask().await {
-            Some(now) => {
+            Reading::Verdict(now) => {
                 if last.as_ref() != Some(&now) {
                     report(&now);
                 }
@@ -89,7 +102,11 @@ where
                 retry = RETRY;
                 EVERY
             }
-            None => {
+            Reading::Mute => {
+                retry = RETRY;
+                EVERY
+            }
+            Reading::Silent => {
                 let wait = retry;
                 retry = (retry * 2).min(EVERY);
                 wait
@@ -99,27 +116,44 @@ where
     }
 }
 
-/// Asks Redis; `None` when it does not answer in time, denies `INFO`, or names neither field.
-async fn check(conn: &mut ConnectionManager, patience: Duration) -> Option<Eviction> {
-    let mut cmd = redis::cmd("INFO");
-    cmd.arg("memory");
-    match tokio::time::timeout(patience, cmd.query_async::<String>(conn)).await {
-        Ok(Ok(info)) => {
-            let verdict = parse(&info);
-            if verdict.is_none() {
-                tracing::info!("Redis's INFO memory names no maxmemory or maxmemory_policy");
+/// Asks Redis, within `patience` in all.
+async fn check(conn: &mut ConnectionManager, patience: Duration) -> Reading {
+    let deadline = tokio::time::Instant::now() + patience;
+    // A connection attempt that failed is handed to the next command as its error, and only
+    // then is a new attempt started: a Redis that is back would be reported one retry late.
+    // So a connection error is followed by one more try, which waits for that new attempt.
+    for retried in [false, true] {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("memory");
+        match tokio::time::timeout_at(deadline, cmd.query_async::<String>(conn)).await {
+            Ok(Ok(info)) => {
+                return match parse(&info) {
+                    Some(verdict) => Reading::Verdict(verdict),
+                    None => {
+                        tracing::info!(
+                            "Redis's INFO memory names no maxmemory or maxmemory_policy"
+                        );
+                        Reading::Mute
+                    }
+                };
             }
-            verdict
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "cannot read Redis's eviction policy (INFO memory)");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(?patience, "no answer from Redis to INFO memory");
-            None
+            Ok(Err(e)) if !retried && (e.is_io_error() || e.is_unrecoverable_error()) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read Redis's eviction policy (INFO memory)");
+                return if e.is_io_error() || e.is_unrecoverable_error() {
+                    Reading::Silent
+                } else {
+                    // An error reply (INFO denied by an ACL, say): Redis answered.
+                    Reading::Mute
+                };
+            }
+            Err(_) => {
+                tracing::debug!(?patience, "no answer from Redis to INFO memory");
+                return Reading::Silent;
+            }
         }
     }
+    Reading::Silent
 }
 
 /// Sets the gauge, and warns when buckets may be evicted. Until Redis has answered once the
@@ -177,7 +211,7 @@ mod tests {
 
     /// Asks at the paused clock's times, answering from `replies` in turn; the limiter goes
     /// once they run out. Returns the seconds (from the start) at which Redis was asked.
-    async fn asked_at(replies: Vec<Option<Eviction>>) -> Vec<u64> {
+    async fn asked_at(replies: Vec<Reading>) -> Vec<u64> {
         let start = tokio::time::Instant::now();
         let (limiter, rx) = tokio::sync::mpsc::channel::<()>(1);
         let alive = limiter.downgrade();
@@ -186,11 +220,11 @@ mod tests {
         let mut asked = Vec::new();
         let ask = || {
             asked.push(start.elapsed().as_secs());
-            let reply = replies.next();
-            if reply.is_none() {
+            let reply = replies.next().unwrap_or_else(|| {
                 limiter = None;
-            }
-            std::future::ready(reply.flatten())
+                Reading::Silent
+            });
+            std::future::ready(reply)
         };
         poll(ask, alive).await;
         drop(rx);
@@ -198,18 +232,92 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_verdict_is_asked_again_within_seconds_then_less_and_less_often() {
-        let never = || Some(Eviction::Never);
-        // Down at start: 1, 2, 4 s apart; then every five minutes, and after a failure again
+    async fn silence_is_asked_about_again_within_seconds_then_less_and_less_often() {
+        use Reading::{Mute, Silent};
+        let never = || Reading::Verdict(Eviction::Never);
+        // Away at start: 1, 2, 4 s apart; then every five minutes, and after a silence again
         // from one second.
         assert_eq!(
-            asked_at(vec![None, None, None, never(), never(), None, never()]).await,
+            asked_at(vec![
+                Silent,
+                Silent,
+                Silent,
+                never(),
+                never(),
+                Silent,
+                never()
+            ])
+            .await,
             [0, 1, 3, 7, 307, 607, 608, 908]
         );
         // A Redis that never answers is asked at most every five minutes.
-        let times = asked_at(vec![None; 12]).await;
+        let times = asked_at(vec![Silent; 12]).await;
         let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        // One that answers without a verdict would say the same again: five minutes.
+        assert_eq!(
+            asked_at(vec![Silent, Silent, Mute, Silent, Mute]).await,
+            [0, 1, 3, 303, 304, 604]
+        );
+    }
+
+    /// redis-server on `port` with an evicting policy, once it answers; `None` (with a notice)
+    /// when it is not installed, outside CI.
+    fn redis_server(port: u16) -> Option<std::process::Child> {
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = spawned else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis-server must be installed when CI=true"
+            );
+            eprintln!("NOTICE: eviction reading test skipped: no redis-server binary");
+            return None;
+        };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(child);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    // Workers of its own, as in the service: the connection manager's new attempt runs (and
+    // fails) while this test starts redis-server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_that_came_back_is_read_at_the_next_reading() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+        // No retries inside a connection attempt: each one fails at once while nothing listens.
+        let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0);
+        let mut conn = ConnectionManager::new_lazy_with_config(client, config).expect("lazy");
+        let patience = Duration::from_secs(5);
+        assert_eq!(check(&mut conn, patience).await, Reading::Silent);
+        // The second reading is handed the first attempt's failure; its own try makes a new
+        // attempt, and waits for it to fail too. That failure is now stored.
+        assert_eq!(check(&mut conn, patience).await, Reading::Silent);
+        let Some(mut server) = redis_server(port) else {
+            return;
+        };
+        // Handed that stored failure, the reading tries once more, on a fresh connection.
+        let reading = check(&mut conn, patience).await;
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(
+            reading,
+            Reading::Verdict(Eviction::May {
+                policy: "allkeys-lru".into(),
+                limit: 1 << 30
+            })
+        );
     }
 
     #[test]
