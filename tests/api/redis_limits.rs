@@ -947,9 +947,7 @@ fn a_redis_that_comes_up_after_the_service_is_reported_within_seconds() {
     if redis_url().is_none() {
         return;
     }
-    let Some(port) = OwnRedis::free_port() else {
-        panic!("no free port");
-    };
+    let port = OwnRedis::free_port().expect("a free port");
     // Nothing listens yet: the readings get no answer (said at debug level).
     let mut app = instance(
         &format!("redis://127.0.0.1:{port}"),

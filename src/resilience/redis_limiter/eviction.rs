@@ -137,15 +137,14 @@ async fn check(conn: &mut ConnectionManager, patience: Duration) -> Reading {
                     }
                 };
             }
-            Ok(Err(e)) if !retried && (e.is_io_error() || e.is_unrecoverable_error()) => {}
             Ok(Err(e)) => {
+                // Otherwise an error reply (INFO denied by an ACL, say): Redis answered.
+                let lost = e.is_io_error() || e.is_unrecoverable_error();
+                if lost && !retried {
+                    continue;
+                }
                 tracing::debug!(error = %e, "cannot read Redis's eviction policy (INFO memory)");
-                return if e.is_io_error() || e.is_unrecoverable_error() {
-                    Reading::Silent
-                } else {
-                    // An error reply (INFO denied by an ACL, say): Redis answered.
-                    Reading::Mute
-                };
+                return if lost { Reading::Silent } else { Reading::Mute };
             }
             Err(_) => {
                 tracing::debug!(?patience, "no answer from Redis to INFO memory");
