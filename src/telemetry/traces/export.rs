@@ -22,6 +22,12 @@ use crate::telemetry::metrics::SPANS_DROPPED;
 /// dropped 40-63 % of the spans in the load test (`benches/RESULTS.md`).
 pub(super) const MAX_BATCH: usize = 2048;
 
+/// Largest request body sent, when it holds more than one span: a batch that encodes larger
+/// goes out in halves. A client chooses its spans' user agent and path, so long ones must not
+/// take a whole batch past a collector's limit (4 MiB by default for OTLP/gRPC), where it would
+/// be refused with every other span in it.
+pub(super) const MAX_BODY: usize = 1 << 20;
+
 /// Quiet period between two warnings about undeliverable spans.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -200,6 +206,12 @@ impl Worker {
         // The body is handed to the transport; the next one starts at the last one's size.
         let mut body = Vec::with_capacity(self.last_len.get());
         encode::request(&mut body, &self.setup.resource, &self.setup.scope, batch);
+        if body.len() > MAX_BODY && batch.len() > 1 {
+            let (first, second) = batch.split_at(batch.len() / 2);
+            self.export(transport, first);
+            self.export(transport, second);
+            return;
+        }
         self.last_len.set(body.len());
         if let Err(e) = transport.send(body) {
             self.shared.warn.dropped(batch.len(), &e);

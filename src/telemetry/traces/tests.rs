@@ -262,6 +262,47 @@ fn full_batches_go_at_once_and_stopping_sends_the_rest() {
     assert_eq!(spans_in(&rest), vec![10]);
 }
 
+#[test]
+fn a_batch_of_long_spans_goes_out_in_requests_a_collector_accepts() {
+    let recorder = Recorder::default();
+    let transport = recorder.clone();
+    let (queue, stopper) = export::start(
+        Box::new(move || Ok(Box::new(transport) as Box<dyn Transport>)),
+        setup(4 * export::MAX_BATCH),
+    )
+    .unwrap();
+    // A client's 4 KiB user agent in every span: a whole batch would encode to about 8 MiB.
+    let agent = "a".repeat(4096);
+    for _ in 0..export::MAX_BATCH {
+        queue.push(server(200, &agent));
+    }
+    // A span too long for any request still goes, alone.
+    queue.push(server(200, &"b".repeat(export::MAX_BODY + 1)));
+    assert!(stopper.stop(Duration::from_secs(10)));
+    let bodies = recorder.bodies.lock().unwrap();
+    let counts = spans_in(&bodies);
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        export::MAX_BATCH + 1,
+        "every span is sent"
+    );
+    assert!(counts.len() > 8, "split into several requests: {counts:?}");
+    for (body, n) in bodies.iter().zip(&counts) {
+        assert!(
+            body.len() <= export::MAX_BODY || *n == 1,
+            "{} bytes for {n} spans",
+            body.len()
+        );
+    }
+    assert!(
+        bodies
+            .iter()
+            .zip(&counts)
+            .any(|(b, n)| *n == 1 && b.len() > export::MAX_BODY),
+        "the longest span went alone"
+    );
+}
+
 /// Blocks every send until the gate opens.
 struct Gated {
     gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
