@@ -117,6 +117,25 @@ impl Trace {
 }
 
 /// The span for export, with every request attribute known before the handler runs.
+/// Longest `url.path`, `server.address` and `user_agent.original` a span keeps, in bytes. The
+/// client chooses all three (up to hyper's 400 KiB of headers), and a span waits in the export
+/// queue (8,192 by default) while a collector is slow or down: without a bound, a few thousand
+/// requests with long headers would hold gigabytes there. Longer values are cut at a character
+/// boundary, as OpenTelemetry's attribute value length limit does.
+const MAX_ATTRIBUTE: usize = 1024;
+
+/// `value`, cut to at most [`MAX_ATTRIBUTE`] bytes.
+fn bounded(value: &str) -> &str {
+    if value.len() <= MAX_ATTRIBUTE {
+        return value;
+    }
+    let mut end = MAX_ATTRIBUTE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 fn record(
     req: &Request,
     route: &str,
@@ -149,7 +168,12 @@ fn record(
         end: now,
         detail: Detail::Server(ServerSpan {
             method: method_label(req.method()),
-            texts: RequestTexts::new(route, req.uri().path(), host, header(USER_AGENT)),
+            texts: RequestTexts::new(
+                route,
+                bounded(req.uri().path()),
+                bounded(host),
+                bounded(header(USER_AGENT)),
+            ),
             client: req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
@@ -221,6 +245,49 @@ mod tests {
         ] {
             assert_eq!(parsed(bad), None, "{bad:?}");
         }
+    }
+
+    /// The texts of the server span recorded for a GET of `path` with these headers.
+    fn texts_of(path: &str, agent: &str, host: &str) -> RequestTexts {
+        let req = Request::builder()
+            .uri(path)
+            .header(USER_AGENT, agent)
+            .header(HOST, host)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let span = record(
+            &req,
+            "/api/v1/orders/{id}",
+            TraceId([1; 16]),
+            SpanId([2; 8]),
+            None,
+        );
+        match span.detail {
+            Detail::Server(server) => server.texts,
+            Detail::Client(_) => panic!("a server span"),
+        }
+    }
+
+    #[test]
+    fn client_chosen_attributes_are_cut_to_a_kilobyte_at_a_character_boundary() {
+        let path = format!("/api/v1/orders/{}", "p".repeat(5000));
+        let agent = "a".repeat(3000);
+        let host = "h".repeat(2000);
+        let texts = texts_of(&path, &agent, &host);
+        assert_eq!(texts.path(), &path[..MAX_ATTRIBUTE]);
+        assert_eq!(texts.host(), &host[..MAX_ATTRIBUTE]);
+        assert_eq!(texts.user_agent(), &agent[..MAX_ATTRIBUTE]);
+        assert_eq!(texts.route(), "/api/v1/orders/{id}");
+
+        let short = texts_of("/api/v1/orders/1", "curl/8", "orders.example");
+        assert_eq!(short.path(), "/api/v1/orders/1");
+        assert_eq!(short.host(), "orders.example");
+        assert_eq!(short.user_agent(), "curl/8");
+
+        // Headers reach here as visible ASCII only, but the cut never splits a character:
+        // 'é' is two bytes, and byte 1,024 falls inside one after a one-byte start.
+        let wide = format!("x{}", "é".repeat(3000));
+        assert_eq!(bounded(&wide), &wide[..MAX_ATTRIBUTE - 1]);
     }
 
     #[test]
