@@ -921,7 +921,15 @@ fn a_redis_that_may_evict_buckets_is_reported_and_one_that_cannot_is_not() {
         &url,
         &[("maxmemory", "4gb"), ("maxmemory-policy", "volatile-lru")],
     );
-    let mut app = instance(&url, &prefix(), &[]);
+    // At debug, a reading that fails says why: a failure of this test then shows it.
+    let mut app = instance(
+        &url,
+        &prefix(),
+        &[(
+            "APP_LOG__LEVEL",
+            "info,orders_api::resilience::redis_limiter::eviction=debug",
+        )],
+    );
     let warning = wait_line(&app.lines, |l| {
         l["level"] == "WARN" && l["maxmemory_policy"] == "volatile-lru"
     });

@@ -85,15 +85,27 @@ pub fn spawn_with_stderr(mut cmd: Command, dir: tempfile::TempDir) -> Running {
 
 pub fn wait_line(lines: &mpsc::Receiver<String>, want: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
+    // The last lines seen, for the failure message: what the service said instead.
+    let mut seen = std::collections::VecDeque::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let line = lines.recv_timeout(left).expect("log line");
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
         let json: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
         if want(&json) {
             return json;
         }
+        if seen.len() == 20 {
+            seen.pop_front();
+        }
+        seen.push_back(line);
     }
-    panic!("wanted log line never came");
+    let seen: Vec<String> = seen.into();
+    panic!(
+        "wanted log line never came within 20 s; the last lines:\n{}",
+        seen.join("\n")
+    );
 }
 
 pub fn http(addr: SocketAddr, request: &str) -> std::io::Result<String> {
