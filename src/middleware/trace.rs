@@ -116,7 +116,6 @@ impl Trace {
     }
 }
 
-/// The span for export, with every request attribute known before the handler runs.
 /// Longest `url.path`, `server.address` and `user_agent.original` a span keeps, in bytes. The
 /// client chooses all three (up to hyper's 400 KiB of headers), and a span waits in the export
 /// queue (8,192 by default) while a collector is slow or down: without a bound, a few thousand
@@ -136,6 +135,7 @@ fn bounded(value: &str) -> &str {
     &value[..end]
 }
 
+/// The span for export, with every request attribute known before the handler runs.
 fn record(
     req: &Request,
     route: &str,

@@ -19,7 +19,7 @@ use crate::telemetry::metrics::SPANS_DROPPED;
 /// Spans per export request: about 250 bytes each on the wire, so a request is about 512 KiB.
 /// Each request waits for the collector's answer before the next is sent, so at one span per
 /// 10 µs of a busy core the batch must be this large for the thread to keep up: with 512 it
-/// dropped 40-63 % of the spans in the load test (`benches/RESULTS.md`).
+/// dropped 39-63 % of the spans in the load test (`benches/RESULTS.md`).
 pub(super) const MAX_BATCH: usize = 2048;
 
 /// Largest request body sent, when it holds more than one span: a batch that encodes larger
