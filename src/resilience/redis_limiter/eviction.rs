@@ -138,13 +138,12 @@ async fn check(conn: &mut ConnectionManager, patience: Duration) -> Reading {
                 };
             }
             Ok(Err(e)) => {
-                // Otherwise an error reply (INFO denied by an ACL, say): Redis answered.
                 let lost = e.is_io_error() || e.is_unrecoverable_error();
                 if lost && !retried {
                     continue;
                 }
                 tracing::debug!(error = %e, "cannot read Redis's eviction policy (INFO memory)");
-                return if lost { Reading::Silent } else { Reading::Mute };
+                return answered_or_not(&e);
             }
             Err(_) => {
                 tracing::debug!(?patience, "no answer from Redis to INFO memory");
@@ -153,6 +152,18 @@ async fn check(conn: &mut ConnectionManager, patience: Duration) -> Reading {
         }
     }
     Reading::Silent
+}
+
+/// What a failed reading means. Only an error reply that would come again is Redis's answer
+/// (INFO denied by an ACL, say): it is asked again in [`EVERY`]. Anything else is asked about
+/// again within seconds: a reply that asks to be retried (`LOADING`, `TRYAGAIN`), and whatever
+/// happened on this side (a connection lost or still being made, a reply it could not use).
+fn answered_or_not(e: &redis::RedisError) -> Reading {
+    if e.code().is_some() && matches!(e.retry_method(), redis::RetryMethod::NoRetry) {
+        Reading::Mute
+    } else {
+        Reading::Silent
+    }
 }
 
 /// Sets the gauge, and warns when buckets may be evicted. Until Redis has answered once the
@@ -317,6 +328,56 @@ mod tests {
                 limit: 1 << 30
             })
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn info_refused_by_an_acl_is_an_answer_and_this_sides_errors_are_not() {
+        // Errors raised on this side, not by Redis: asked about again within seconds.
+        for kind in [
+            redis::ErrorKind::Client,
+            redis::ErrorKind::UnexpectedReturnType,
+            redis::ErrorKind::Parse,
+            redis::ErrorKind::Io,
+        ] {
+            let e = redis::RedisError::from((kind, "on this side"));
+            assert_eq!(answered_or_not(&e), Reading::Silent, "{kind:?}");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let Some(mut server) = redis_server(port) else {
+            return;
+        };
+        let admin = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+        let mut admin = admin
+            .get_multiplexed_async_connection()
+            .await
+            .expect("admin");
+        // A user that may run everything but INFO, as a managed Redis may hand out.
+        let () = redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER", "watcher", "on", ">secret", "~*", "+@all", "-info",
+                ][..],
+            )
+            .query_async(&mut admin)
+            .await
+            .expect("ACL SETUSER");
+        let client =
+            redis::Client::open(format!("redis://watcher:secret@127.0.0.1:{port}")).expect("url");
+        let mut conn = ConnectionManager::new(client).await.expect("connect");
+        let denied = check(&mut conn, Duration::from_secs(5)).await;
+        // The same user may read a key: the connection works, only INFO is refused.
+        let read: Option<String> = redis::cmd("GET")
+            .arg("anything")
+            .query_async(&mut conn)
+            .await
+            .expect("GET as watcher");
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(read, None);
+        assert_eq!(denied, Reading::Mute);
     }
 
     #[test]
