@@ -4,8 +4,8 @@
 //! burst. Under `noeviction` a full Redis fails the calls instead, and the fallback decides.
 //! Read from `INFO memory` (which managed Redis services allow where `CONFIG` is renamed) at
 //! start and every [`EVERY`] on a connection of its own (sooner, from [`RETRY`] doubling, while
-//! Redis does not answer); shown as `rate_limit_redis_may_evict` and warned about when it
-//! changes to "may evict".
+//! Redis does not answer or asks to be retried); shown as `rate_limit_redis_may_evict` and
+//! warned about when it changes to "may evict".
 
 use std::time::Duration;
 
@@ -66,7 +66,8 @@ enum Reading {
     /// Redis answered without a verdict (it lacks the fields, or refuses `INFO`): asking again
     /// soon would get the same.
     Mute,
-    /// No answer: not connected, or not within the patience.
+    /// No answer to go by: not connected, not within the patience, a reply that asks to be
+    /// retried, or an error on this side.
     Silent,
 }
 
