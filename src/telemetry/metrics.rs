@@ -37,6 +37,14 @@ pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
 pub const DB_ERRORS: &str = "db_errors_total";
 /// Writes committed together by the SQLite writer, per commit.
 pub const DB_WRITE_BATCH: &str = "db_write_batch_size";
+/// One transaction of the SQLite writer, from `BEGIN` to the end of `COMMIT` (its fsync
+/// included): a disk that stalls shows here, apart from the time writes wait in the queue.
+pub const DB_WRITE_COMMIT_DURATION: &str = "db_write_commit_duration_seconds";
+/// The buckets of [`DB_WRITE_COMMIT_DURATION`]: a commit takes well under a millisecond on a
+/// local disk, and a stall tens or hundreds.
+pub const COMMIT_BUCKETS: [f64; 11] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 /// The buckets of [`DB_WRITE_BATCH`]: powers of two up to the largest batch.
 pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// The buckets of [`RATE_LIMIT_REDIS_DURATION`]: a call's budget is a few milliseconds.
@@ -172,6 +180,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 .set_buckets_for_metric(Matcher::Full(DB_WRITE_BATCH.into()), &BATCH_BUCKETS)
                 .map_err(|e| e.to_string())?
                 .set_buckets_for_metric(
+                    Matcher::Full(DB_WRITE_COMMIT_DURATION.into()),
+                    &COMMIT_BUCKETS,
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
                     Matcher::Full(RATE_LIMIT_REDIS_DURATION.into()),
                     &REDIS_BUCKETS,
                 )
@@ -221,6 +234,11 @@ fn describe() {
     describe_histogram!(
         DB_WRITE_BATCH,
         "Writes committed together by the SQLite writer (one fsync each)"
+    );
+    describe_histogram!(
+        DB_WRITE_COMMIT_DURATION,
+        Unit::Seconds,
+        "One SQLite writer transaction, BEGIN to the end of COMMIT (fsync included)"
     );
     describe_counter!(ORDERS_CREATED, "Orders created by currency");
     describe_counter!(STATUS_TRANSITIONS, "Order status changes");

@@ -296,6 +296,21 @@ async fn metrics_have_real_buckets_and_one_series_per_route_method_status() {
     ] {
         assert!(has(name, labels), "missing {name} {labels:?}");
     }
+    // Every transaction of the SQLite writer is timed, in buckets of its own: as many timed
+    // as batches counted, the create and the transition at least.
+    let total = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels.is_empty())
+            .map(|s| s.value)
+    };
+    let commits = total("db_write_commit_duration_seconds_count");
+    assert!(commits >= Some(2.0), "{commits:?}");
+    assert_eq!(commits, total("db_write_batch_size_count"));
+    assert!(has(
+        "db_write_commit_duration_seconds_bucket",
+        &[("le", "0.00025")]
+    ));
     assert!(
         samples
             .iter()

@@ -289,6 +289,7 @@ fn commit(
         Ok(conn) => conn,
         Err(e) => return batch.into_iter().for_each(|j| j.answer(Some(&e))),
     };
+    let started = std::time::Instant::now();
     let outcome = conn.execute_batch("BEGIN IMMEDIATE").map_err(from_sqlite);
     if let Err(e) = outcome {
         return batch.into_iter().for_each(|j| j.answer(Some(&e)));
@@ -304,6 +305,9 @@ fn commit(
         tracing::warn!(error = %e, jobs = batch.len(), "a write batch failed to commit");
         *slot = None;
     }
+    // Before the answers, so that a caller who has heard of its write finds it counted.
+    metrics::histogram!(crate::telemetry::metrics::DB_WRITE_COMMIT_DURATION)
+        .record(started.elapsed().as_secs_f64());
     let failed = committed.err();
     if failed.is_none() {
         // Before anyone hears of the commit, so that their next read sees it.
