@@ -272,9 +272,27 @@ mod tests {
         );
     }
 
+    /// A port nothing listens on (at the time of asking).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// A redis-server of the test's own, stopped when dropped, also when the test fails.
+    struct Server(std::process::Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     /// redis-server on `port` with an evicting policy, once it answers; `None` (with a notice)
     /// when it is not installed, outside CI.
-    fn redis_server(port: u16) -> Option<std::process::Child> {
+    fn redis_server(port: u16) -> Option<Server> {
         let spawned = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -289,9 +307,10 @@ mod tests {
             eprintln!("NOTICE: eviction reading test skipped: no redis-server binary");
             return None;
         };
+        let server = Server(child);
         for _ in 0..500 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(child);
+                return Some(server);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -302,10 +321,7 @@ mod tests {
     // fails) while this test starts redis-server.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redis_that_came_back_is_read_at_the_next_reading() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
         // No retries inside a connection attempt: each one fails at once while nothing listens.
         let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0);
@@ -315,13 +331,11 @@ mod tests {
         // The second reading is handed the first attempt's failure; its own try makes a new
         // attempt, and waits for it to fail too. That failure is now stored.
         assert_eq!(check(&mut conn, patience).await, Reading::Silent);
-        let Some(mut server) = redis_server(port) else {
+        let Some(_server) = redis_server(port) else {
             return;
         };
         // Handed that stored failure, the reading tries once more, on a fresh connection.
         let reading = check(&mut conn, patience).await;
-        let _ = server.kill();
-        let _ = server.wait();
         assert_eq!(
             reading,
             Reading::Verdict(Eviction::May {
@@ -343,11 +357,8 @@ mod tests {
             let e = redis::RedisError::from((kind, "on this side"));
             assert_eq!(answered_or_not(&e), Reading::Silent, "{kind:?}");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let Some(mut server) = redis_server(port) else {
+        let port = free_port();
+        let Some(_server) = redis_server(port) else {
             return;
         };
         let admin = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
@@ -375,8 +386,6 @@ mod tests {
             .query_async(&mut conn)
             .await
             .expect("GET as watcher");
-        let _ = server.kill();
-        let _ = server.wait();
         assert_eq!(read, None);
         assert_eq!(denied, Reading::Mute);
     }
