@@ -357,6 +357,26 @@ mod tests {
             let e = redis::RedisError::from((kind, "on this side"));
             assert_eq!(answered_or_not(&e), Reading::Silent, "{kind:?}");
         }
+        // Error replies, as Redis sends them: one that asks to be retried is no answer, one
+        // that would come again (a known code or one of a managed service's own) is.
+        let reply = |line: &str| match redis::parse_redis_value(line.as_bytes()) {
+            Ok(redis::Value::ServerError(e)) => redis::RedisError::from(e),
+            other => panic!("not an error reply: {other:?}"),
+        };
+        for line in [
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-MASTERDOWN Link with MASTER is down\r\n",
+        ] {
+            assert_eq!(answered_or_not(&reply(line)), Reading::Silent, "{line}");
+        }
+        for line in [
+            "-NOPERM User watcher has no permissions to run the 'info' command\r\n",
+            "-ERR unknown command 'INFO'\r\n",
+            "-DENIED by the provider\r\n",
+        ] {
+            assert_eq!(answered_or_not(&reply(line)), Reading::Mute, "{line}");
+        }
         let port = free_port();
         let Some(_server) = redis_server(port) else {
             return;
